@@ -1,0 +1,1 @@
+"""minivae: variational autoencoders from scratch in NumPy, every gradient by hand."""
