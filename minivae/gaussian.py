@@ -1,0 +1,163 @@
+r"""Diagonal Gaussians: the encoder's posterior $q(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)$.
+
+The encoder outputs $\mu$ and ``log_var`` $= \log \sigma^2$ (never $\sigma$, never
+$\log\sigma$). One helper, :func:`std`, turns ``log_var`` into $\sigma$, and the
+sampler and the KL both go through it, so they cannot disagree about what the
+encoder's second output means.
+
+* reparameterization $z = \mu + \sigma \odot \epsilon$, $\epsilon \sim \mathcal N(0, I)$ passed in
+  (lesson 3);
+* closed-form $\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, I))$ and the KL
+  between two diagonal Gaussians (lesson 2);
+* log-density and entropy (lesson 4).
+
+Every function sums over the last axis (the latent dimension $K$).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "LOG_2PI", "std",
+    "reparameterize_forward", "reparameterize_backward",
+    "kl_std_normal_forward", "kl_std_normal_backward",
+    "kl_diag_forward", "kl_diag_backward",
+    "log_density_forward", "log_density_backward", "log_density", "entropy",
+]
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+def std(log_var: np.ndarray) -> np.ndarray:
+    r"""$\sigma = \exp(\tfrac12 \log \sigma^2)$."""
+    return np.exp(0.5 * log_var)
+
+
+class ReparamCache(NamedTuple):
+    eps: np.ndarray    # (S, N, K)
+    sigma: np.ndarray  # (N, K)
+
+
+def reparameterize_forward(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray):
+    r"""$z = \mu + \sigma \odot \epsilon$ with $\sigma = e^{\log\sigma^2 / 2}$.
+
+    mu, log_var (N, K); eps (N, K) or (S, N, K), S samples per example
+    -> z of eps's shape. The noise is an argument so that a gradient check can
+    hold it fixed.
+    """
+    sigma = std(log_var)  # (N, K)
+    return mu + sigma * eps, ReparamCache(eps, sigma)
+
+
+def reparameterize_backward(dz: np.ndarray, cache: ReparamCache):
+    r"""$\bar\mu = \sum_s \bar z_s$, $\ \overline{\log\sigma^2} = \sum_s \bar z_s \odot \epsilon_s \odot \sigma / 2$.
+
+    dz of eps's shape -> dmu (N, K), dlog_var (N, K), deps (eps's shape).
+    ($\partial\sigma/\partial\log\sigma^2 = \sigma/2$.)
+    """
+    lead = tuple(range(dz.ndim - 2))  # the sample axis, if any
+    dmu = dz.sum(axis=lead)
+    dlog_var = (dz * cache.eps).sum(axis=lead) * (0.5 * cache.sigma)
+    return dmu, dlog_var, dz * cache.sigma
+
+
+class KLCache(NamedTuple):
+    mu: np.ndarray   # (N, K)
+    var: np.ndarray  # (N, K)
+
+
+def kl_std_normal_forward(mu: np.ndarray, log_var: np.ndarray):
+    r"""$\mathrm{KL}(\mathcal N(\mu, \sigma^2) \| \mathcal N(0, I)) = \tfrac12 \sum_k (\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$.
+
+    mu, log_var (N, K) -> kl (N,), in nats.
+    """
+    var = np.square(std(log_var))
+    kl = 0.5 * np.sum(mu * mu + var - 1 - log_var, axis=-1)  # (N,)
+    return kl, KLCache(mu, var)
+
+
+def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
+    r"""$\bar\mu = \overline{\mathrm{KL}}\,\mu$, $\ \overline{\log\sigma^2} = \overline{\mathrm{KL}}\,(\sigma^2 - 1)/2$.
+
+    dkl (N,) -> dmu (N, K), dlog_var (N, K).
+    """
+    d = dkl[..., None]  # (N, 1)
+    return d * cache.mu, d * 0.5 * (cache.var - 1)
+
+
+class KLDiagCache(NamedTuple):
+    diff: np.ndarray   # (N, K)  mu_q - mu_p
+    var_q: np.ndarray  # (N, K)
+    inv_var_p: np.ndarray  # (N, K)
+
+
+def kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p):
+    r"""$\mathrm{KL}(\mathcal N(\mu_q, \sigma_q^2) \| \mathcal N(\mu_p, \sigma_p^2))
+    = \tfrac12 \sum_k \big(\log\sigma_{p,k}^2 - \log\sigma_{q,k}^2
+    + (\sigma_{q,k}^2 + (\mu_{q,k} - \mu_{p,k})^2) / \sigma_{p,k}^2 - 1\big)$.
+
+    All four (N, K) (broadcastable) -> kl (N,). With $\mu_p = 0$, $\log\sigma_p^2 = 0$
+    it equals :func:`kl_std_normal_forward`.
+    """
+    diff = mu_q - mu_p
+    var_q = np.square(std(log_var_q))
+    inv_var_p = np.square(std(-np.asarray(log_var_p)))
+    kl = 0.5 * np.sum(log_var_p - log_var_q + (var_q + diff * diff) * inv_var_p - 1, axis=-1)
+    return kl, KLDiagCache(diff, var_q, inv_var_p)
+
+
+def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
+    r"""Gradients to both sides' parameters.
+
+    $\bar\mu_q = -\bar\mu_p = \overline{\mathrm{KL}}\, (\mu_q - \mu_p)/\sigma_p^2$,
+    $\overline{\log\sigma_q^2} = \overline{\mathrm{KL}}\, \tfrac12(\sigma_q^2/\sigma_p^2 - 1)$,
+    $\overline{\log\sigma_p^2} = \overline{\mathrm{KL}}\, \tfrac12(1 - (\sigma_q^2 + (\mu_q-\mu_p)^2)/\sigma_p^2)$.
+
+    dkl (N,) -> dmu_q, dlog_var_q, dmu_p, dlog_var_p, each (N, K) (not reduced
+    over broadcast axes).
+    """
+    d = dkl[..., None]  # (N, 1)
+    dmu_q = d * cache.diff * cache.inv_var_p
+    dlv_q = d * 0.5 * (cache.var_q * cache.inv_var_p - 1)
+    dlv_p = d * 0.5 * (1 - (cache.var_q + cache.diff * cache.diff) * cache.inv_var_p)
+    return dmu_q, dlv_q, -dmu_q, dlv_p
+
+
+class LogDensityCache(NamedTuple):
+    u: np.ndarray        # (..., K)  standardized residual (z - mu) / sigma
+    inv_std: np.ndarray  # (..., K)  1 / sigma
+
+
+def log_density_forward(z: np.ndarray, mu: np.ndarray, log_var: np.ndarray):
+    r"""$\log \mathcal N(z; \mu, \sigma^2) = -\tfrac12 \sum_k (\log 2\pi + \log\sigma_k^2 + (z_k - \mu_k)^2/\sigma_k^2)$.
+
+    z (..., K), mu and log_var broadcastable to it -> logp (...,), in nats.
+    """
+    inv_std = std(-np.asarray(log_var))
+    u = (z - mu) * inv_std
+    logp = -0.5 * np.sum(LOG_2PI + log_var + u * u, axis=-1)
+    return logp, LogDensityCache(u, inv_std)
+
+
+def log_density_backward(dlogp: np.ndarray, cache: LogDensityCache):
+    r"""$\bar z = -\bar\mu = -\overline{\log p}\,(z - \mu)/\sigma^2$,
+    $\ \overline{\log\sigma^2} = \overline{\log p}\, \tfrac12 ((z-\mu)^2/\sigma^2 - 1)$.
+
+    dlogp (...,) -> dz, dmu, dlog_var, each of the broadcast shape (..., K)
+    (the caller sums over any axis it broadcast).
+    """
+    d = dlogp[..., None]
+    dz = -d * cache.u * cache.inv_std
+    return dz, -dz, d * 0.5 * (cache.u * cache.u - 1)
+
+
+def log_density(z: np.ndarray, mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """:func:`log_density_forward` without the cache: (..., K) -> (...,)."""
+    return log_density_forward(z, mu, log_var)[0]
+
+
+def entropy(log_var: np.ndarray) -> np.ndarray:
+    r"""$H(\mathcal N(\mu, \sigma^2)) = \tfrac12 \sum_k (\log 2\pi e + \log\sigma_k^2)$.  (..., K) -> (...,)."""
+    return 0.5 * np.sum(LOG_2PI + 1 + log_var, axis=-1)

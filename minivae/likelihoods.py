@@ -1,0 +1,176 @@
+r"""Decoders' likelihoods $p(x \mid z)$: log-densities in nats with every constant.
+
+The decoder MLP ends in a linear layer whose output ``out`` parameterizes the
+likelihood. Each likelihood is a forward/backward pair
+
+    ``log_prob_forward(x, out) -> (logp, cache)``, ``log_prob_backward(dlogp, cache) -> dout``
+
+where ``x`` is data (N, D) and ``out`` is the decoder output (N, P) or, with S
+latent samples per example, (S, N, P); ``logp`` sums over the D data dimensions
+and has ``out``'s leading shape. The gradient is with respect to ``out`` only:
+``x`` is data, never differentiated. Taught in lesson 5.
+
+| name | ``out`` (P) | $\log p(x \mid \text{out})$ summed over $d$ |
+|---|---|---|
+| bernoulli | logits $\ell$ (D) | $x\ell - \log(1 + e^\ell)$ |
+| gaussian | mean $m$ (D), fixed $\sigma$ | $-\tfrac12((x-m)^2/\sigma^2 + \log 2\pi\sigma^2)$ |
+| gaussian_learned | mean, log-variance (2D) | $-\tfrac12((x-m)^2 e^{-v} + v + \log 2\pi)$ |
+| laplace | location $m$ (D), fixed scale $b$ | $-\lvert x-m\rvert/b - \log 2b$ |
+| categorical | logits (D), one softmax | $\sum_d x_d \log \mathrm{softmax}(\ell)_d$ |
+
+For the categorical likelihood ``x`` holds counts over the D categories (one-hot
+for a single draw). The multinomial coefficient $\log\big((\sum_d x_d)! / \prod_d x_d!\big)$
+does not depend on the decoder, so it is left out: the value is exact for a
+one-hot ``x`` and, for counts, is the log-probability of the ordered sequence of
+draws.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .gaussian import log_density_backward, log_density_forward
+from .nn import sigmoid, softplus
+
+__all__ = [
+    "bernoulli_forward", "bernoulli_backward",
+    "gaussian_forward", "gaussian_backward",
+    "gaussian_learned_forward", "gaussian_learned_backward",
+    "laplace_forward", "laplace_backward",
+    "categorical_forward", "categorical_backward", "log_softmax",
+    "Likelihood", "get_likelihood", "LIKELIHOODS",
+]
+
+
+class ResidualCache(NamedTuple):
+    r: np.ndarray  # (..., D)  the part of the gradient that dlogp multiplies
+
+
+def _scale(r: np.ndarray, dlogp: np.ndarray) -> np.ndarray:
+    return dlogp[..., None] * r
+
+
+# ---------------------------------------------------------------- Bernoulli
+def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
+    r"""$\log p(x \mid \ell) = \sum_d x_d \ell_d - \mathrm{softplus}(\ell_d)$.
+
+    The logit form of $x\log\sigma(\ell) + (1-x)\log(1-\sigma(\ell))$: no
+    $\log 0$, finite for any finite logit ($|\ell|$ of $10^4$ and beyond).
+    x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
+    """
+    logp = np.sum(x * logits - softplus(logits), axis=-1)
+    return logp, ResidualCache(x - sigmoid(logits))
+
+
+def bernoulli_backward(dlogp: np.ndarray, cache: ResidualCache):
+    r"""$\bar\ell = \overline{\log p}\,(x - \sigma(\ell))$.  dlogp (..., N) -> dlogits (..., N, D)."""
+    return _scale(cache.r, dlogp)
+
+
+# ---------------------------------------------------------------- Gaussians
+def gaussian_forward(x: np.ndarray, mean: np.ndarray, sigma: float = 1.0):
+    r"""Gaussian with fixed $\sigma$: $-\tfrac{1}{2\sigma^2}\lVert x - m\rVert^2 - \tfrac D2 \log 2\pi\sigma^2$.
+
+    Maximizing it is minimizing the L2 distortion. x (N, D), mean (..., N, D) -> logp (..., N).
+    """
+    log_var = np.asarray(2 * math.log(sigma), dtype=mean.dtype)  # 0-d, keeps float32 float32
+    return log_density_forward(x, mean, log_var)
+
+
+def gaussian_backward(dlogp: np.ndarray, cache):
+    r"""$\bar m = \overline{\log p}\,(x - m)/\sigma^2$.  -> dmean (..., N, D)."""
+    return log_density_backward(dlogp, cache)[1]
+
+
+def gaussian_learned_forward(x: np.ndarray, out: np.ndarray):
+    r"""Gaussian whose mean and log-variance $v$ are both decoded: ``out`` = [mean | log_var].
+
+    x (N, D), out (..., N, 2D) -> logp (..., N).
+    """
+    mean, log_var = np.split(out, 2, axis=-1)  # (..., N, D) each
+    return log_density_forward(x, mean, log_var)
+
+
+def gaussian_learned_backward(dlogp: np.ndarray, cache):
+    r"""$[\bar m \mid \bar v]$ with $\bar v = \overline{\log p}\,\tfrac12((x-m)^2 e^{-v} - 1)$.  -> dout (..., N, 2D)."""
+    _, dmean, dlog_var = log_density_backward(dlogp, cache)
+    return np.concatenate([dmean, dlog_var], axis=-1)
+
+
+# ---------------------------------------------------------------- Laplace
+def laplace_forward(x: np.ndarray, loc: np.ndarray, scale: float = 1.0):
+    r"""Laplace with fixed scale $b$: $-\lVert x - m\rVert_1 / b - D \log 2b$ (the L1 distortion).
+
+    x (N, D), loc (..., N, D) -> logp (..., N).
+    """
+    diff = x - loc
+    scale = float(scale)  # a Python float never promotes float32 arrays
+    logp = -np.sum(np.abs(diff), axis=-1) / scale - x.shape[-1] * math.log(2 * scale)
+    return logp, ResidualCache(np.sign(diff) / scale)
+
+
+def laplace_backward(dlogp: np.ndarray, cache: ResidualCache):
+    r"""$\bar m = \overline{\log p}\,\mathrm{sign}(x - m)/b$ (0 at the kink $x = m$).  -> dloc (..., N, D)."""
+    return _scale(cache.r, dlogp)
+
+
+# ---------------------------------------------------------------- Categorical
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    r"""$\ell_d - \log\sum_j e^{\ell_j}$ over the last axis, shifted by the max for stability."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def categorical_forward(x: np.ndarray, logits: np.ndarray):
+    r"""$\log p(x \mid \ell) = \sum_d x_d \log\mathrm{softmax}(\ell)_d$ (multinomial coefficient left out).
+
+    Softmax over the last axis: for several groups (e.g. one per word slot),
+    reshape to (..., groups, categories) first. x (N, D) counts, logits (..., N, D) -> logp (..., N).
+    """
+    log_p = log_softmax(logits)
+    logp = np.sum(x * log_p, axis=-1)
+    return logp, ResidualCache(x - x.sum(axis=-1, keepdims=True) * np.exp(log_p))
+
+
+def categorical_backward(dlogp: np.ndarray, cache: ResidualCache):
+    r"""$\bar\ell = \overline{\log p}\,(x - (\textstyle\sum_d x_d)\,\mathrm{softmax}(\ell))$.  -> dlogits (..., N, D)."""
+    return _scale(cache.r, dlogp)
+
+
+# ---------------------------------------------------------------- registry
+class Likelihood(NamedTuple):
+    """A likelihood as the VAE uses it: its ops, its output width, its mean."""
+    name: str
+    params_per_dim: int                      # P = params_per_dim * D
+    forward: Callable                        # (x, out) -> (logp, cache)
+    backward: Callable                       # (dlogp, cache) -> dout
+    mean: Callable[[np.ndarray], np.ndarray]  # out -> E[x | out], (..., D)
+
+
+def get_likelihood(name: str, scale: float = 1.0) -> Likelihood:
+    """The :class:`Likelihood` called ``name``; ``scale`` is the fixed $\\sigma$
+    ("gaussian") or $b$ ("laplace") and is ignored by the others."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"likelihood scale must be a positive number, got {scale!r}")
+    scale = float(scale)
+    ident = lambda out: out  # noqa: E731
+    return {
+        "bernoulli": lambda: Likelihood(name, 1, bernoulli_forward, bernoulli_backward, sigmoid),
+        "gaussian": lambda: Likelihood(
+            name, 1, lambda x, out: gaussian_forward(x, out, scale), gaussian_backward, ident),
+        "gaussian_learned": lambda: Likelihood(
+            name, 2, gaussian_learned_forward, gaussian_learned_backward,
+            lambda out: np.split(out, 2, axis=-1)[0]),
+        "laplace": lambda: Likelihood(
+            name, 1, lambda x, out: laplace_forward(x, out, scale), laplace_backward, ident),
+        "categorical": lambda: Likelihood(
+            name, 1, categorical_forward, categorical_backward, lambda out: np.exp(log_softmax(out))),
+    }[name]()
+
+
+#: the names accepted by ``VAE(likelihood=...)``.
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "laplace", "categorical")

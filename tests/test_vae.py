@@ -1,0 +1,198 @@
+"""The whole model: loss_and_grads against finite differences, and the public contract."""
+import itertools
+
+import numpy as np
+import pytest
+
+from minivae import VAE
+from minivae.gradcheck import check_params
+from minivae.likelihoods import LIKELIHOODS
+from minivae.nn import ACTIVATIONS
+from minivae.objectives import elbo_joint_form, elbo_kl_form, expected_log_prior
+from minivae.gaussian import entropy
+
+D, K, N = 6, 3, 4
+
+
+def data_for(likelihood: str, rng: np.random.Generator, n: int = N, d: int = D) -> np.ndarray:
+    if likelihood == "bernoulli":
+        return (rng.random((n, d)) < 0.5).astype(np.float64)
+    if likelihood == "categorical":
+        return rng.multinomial(3, np.full(d, 1 / d), size=n).astype(np.float64)
+    return rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("likelihood,activation", itertools.product(LIKELIHOODS, ACTIVATIONS))
+@pytest.mark.parametrize("S", [1, 3])
+def test_loss_and_grads_match_finite_differences(likelihood, activation, S):
+    rng = np.random.default_rng(hash((likelihood, activation, S)) % 2**32)
+    vae = VAE(x_dim=D, hidden=(5, 4), z_dim=K, likelihood=likelihood, activation=activation,
+              seed=1, dtype="float64", obs_scale=0.7)
+    x = data_for(likelihood, rng)
+    eps = rng.standard_normal((S, N, K) if S > 1 else (N, K))
+    beta = 0.7
+    out = vae.loss_and_grads(x, eps, beta=beta)
+    assert set(out.grads) == set(vae.params)
+    assert all(out.grads[k].shape == vae.params[k].shape for k in vae.params)
+    # h = 1e-4: the loss is O(10) nats, so a smaller step drowns in round-off.
+    errors = check_params(lambda: vae.loss_and_grads(x, eps, beta=beta).loss, vae.params, out.grads, h=1e-4)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-7, f"{worst}: {errors[worst]:.2e}"
+
+
+def test_linear_model_gradcheck():
+    """hidden=() is the linear-Gaussian (pPCA) model: still a VAE, still exact."""
+    rng = np.random.default_rng(3)
+    vae = VAE(x_dim=D, hidden=(), z_dim=2, likelihood="gaussian", seed=2, dtype="float64", obs_scale=0.5)
+    x, eps = rng.standard_normal((N, D)), rng.standard_normal((5, N, 2))
+    out = vae.loss_and_grads(x, eps, beta=1.3)
+    errors = check_params(lambda: vae.loss_and_grads(x, eps, beta=1.3).loss, vae.params, out.grads, h=1e-4)
+    assert max(errors.values()) <= 1e-7
+    assert sorted(vae.params) == ["dec.out.W", "dec.out.b", "enc.log_var.W", "enc.log_var.b",
+                                  "enc.mu.W", "enc.mu.b"]
+
+
+def test_loss_is_mean_negative_elbo_in_nats_per_example():
+    rng = np.random.default_rng(0)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    x, eps = data_for("bernoulli", rng), rng.standard_normal((2, N, K))
+    out = vae.loss_and_grads(x, eps, beta=2.5)
+    t = vae.terms(x, eps)
+    assert out.recon == pytest.approx(-t.log_px_z.mean(), rel=1e-14)
+    assert out.kl == pytest.approx(t.kl.mean(), rel=1e-14)
+    assert out.loss == pytest.approx(out.recon + 2.5 * out.kl, rel=1e-14)
+    assert out.loss == pytest.approx(-vae.elbo(x, eps, beta=2.5).mean(), rel=1e-14)
+    mu, log_var = vae.encode(x)
+    assert t.mu == pytest.approx(mu) and t.log_var == pytest.approx(log_var)
+    # a sum over pixels, never a mean
+    lp_manual = np.sum(x * vae.decode(t.z) - np.logaddexp(0, vae.decode(t.z)), axis=-1)  # (S, N)
+    np.testing.assert_allclose(t.log_px_z, lp_manual, rtol=1e-12)
+
+
+def test_elbo_forms_agree():
+    """E_q[log p(x|z)] - KL and E_q[log p(x,z)] + H(q): equal in expectation, and
+    exactly equal once E_q[log p(z)] is taken in closed form."""
+    rng = np.random.default_rng(1)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    x = data_for("bernoulli", rng)
+    S = 20000
+    t = vae.terms(x, rng.standard_normal((S, N, K)))
+    kl_form = elbo_kl_form(t.log_px_z, t.kl)
+    joint = elbo_joint_form(t.log_px_z, t.z, t.log_var)
+    # per-draw difference is mean_s log p(z_s) - E[log p(z)]: zero-mean noise
+    from minivae.gaussian import log_density
+    diff_draws = log_density(t.z, 0.0, np.zeros(K)) - expected_log_prior(t.mu, t.log_var)  # (S, N)
+    se = diff_draws.std(axis=0) / np.sqrt(S)
+    assert np.all(np.abs(joint - kl_form) < 4 * se + 1e-12)
+    exact = t.log_px_z.mean(0) + expected_log_prior(t.mu, t.log_var) + entropy(t.log_var)
+    np.testing.assert_allclose(exact, kl_form, rtol=0, atol=1e-10)
+
+
+def test_dtype_float32_everywhere():
+    rng = np.random.default_rng(0)
+    for lik in LIKELIHOODS:
+        vae = VAE(x_dim=D, hidden=(5,), z_dim=K, likelihood=lik, dtype="float32")
+        x, eps = data_for(lik, rng), rng.standard_normal((2, N, K))
+        out = vae.loss_and_grads(x, eps)
+        assert vae.flat.dtype == np.float32
+        assert all(g.dtype == np.float32 for g in out.grads.values()), lik
+        assert all(a.dtype == np.float32 for a in vae.terms(x, eps)), lik
+        assert np.isfinite(out.loss)
+
+
+def test_float32_and_float64_agree():
+    rng = np.random.default_rng(2)
+    x, eps = data_for("bernoulli", rng), rng.standard_normal((N, K))
+    a = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float32").loss_and_grads(x, eps)
+    b = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64").loss_and_grads(x, eps)
+    assert a.loss == pytest.approx(b.loss, rel=1e-5)
+    for k in b.grads:
+        np.testing.assert_allclose(a.grads[k], b.grads[k], rtol=1e-3, atol=1e-5)
+
+
+def test_params_are_views_of_flat_and_grads_can_be_preallocated():
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    assert sum(p.size for p in vae.params.values()) == vae.n_params == vae.flat.size
+    vae.flat[:] = 0.5
+    assert all(np.all(p == 0.5) for p in vae.params.values())
+    with pytest.raises(TypeError):
+        vae.params["enc.0.W"] = np.zeros((D, 5))  # the mapping is read-only
+    buf = np.zeros(vae.n_params)
+    rng = np.random.default_rng(0)
+    x, eps = data_for("bernoulli", rng), rng.standard_normal((N, K))
+    out = vae.loss_and_grads(x, eps, grads=vae.views(buf))
+    fresh = vae.loss_and_grads(x, eps)
+    assert np.shares_memory(out.grads["dec.out.W"], buf)
+    for k in fresh.grads:
+        np.testing.assert_array_equal(out.grads[k], fresh.grads[k])
+
+
+def test_same_seed_same_model_and_config_round_trip():
+    a, b = VAE(seed=3), VAE(seed=3)
+    np.testing.assert_array_equal(a.flat, b.flat)
+    assert not np.array_equal(a.flat, VAE(seed=4).flat)
+    c = VAE(**a.config())
+    np.testing.assert_array_equal(a.flat, c.flat)
+
+
+def test_encode_decode_shapes():
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, likelihood="gaussian_learned", dtype="float64")
+    mu, log_var = vae.encode(np.zeros((7, D)))
+    assert mu.shape == log_var.shape == (7, K)
+    mean, log_var_x = vae.decode(np.zeros((2, 7, K)))
+    assert mean.shape == log_var_x.shape == (2, 7, D)
+    assert vae.decode_mean(np.zeros((7, K))).shape == (7, D)
+    b = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    logits = b.decode(np.zeros((7, K)))
+    np.testing.assert_allclose(b.decode_mean(np.zeros((7, K))), 1 / (1 + np.exp(-logits)))
+
+
+def test_eps_zero_decodes_the_mean():
+    rng = np.random.default_rng(5)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    x = data_for("bernoulli", rng)
+    t = vae.terms(x, np.zeros((N, K)))
+    np.testing.assert_array_equal(t.z[0], t.mu)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(z_dim=0), "z_dim"), (dict(x_dim=-1), "x_dim"), (dict(hidden=(4, 0)), "hidden"),
+    (dict(likelihood="poisson"), "bernoulli, gaussian"), (dict(activation="gelu"), "relu, leaky_relu"),
+    (dict(dtype="float16"), "float32"), (dict(obs_scale=0.0), "scale"),
+])
+def test_constructor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VAE(**kwargs)
+
+
+def test_bad_shapes_are_clear_errors():
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 6\)"):
+        vae.loss_and_grads(np.zeros((N, D + 1)), np.zeros((N, K)))
+    with pytest.raises(ValueError, match="eps must have shape"):
+        vae.loss_and_grads(np.zeros((N, D)), np.zeros((N, K + 1)))
+    with pytest.raises(ValueError, match="eps must have shape"):
+        vae.loss_and_grads(np.zeros((N, D)), np.zeros((2, N + 1, K)))
+
+
+def test_loss_and_grads_does_not_mutate_inputs():
+    rng = np.random.default_rng(6)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    x, eps = data_for("bernoulli", rng), rng.standard_normal((3, N, K))
+    x0, eps0, p0 = x.copy(), eps.copy(), vae.flat.copy()
+    vae.loss_and_grads(x, eps)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(eps, eps0)
+    np.testing.assert_array_equal(vae.flat, p0)
+
+
+def test_more_samples_reduce_the_variance_of_the_loss():
+    """With S samples the ELBO is an average: its spread over noise draws shrinks ~ 1/sqrt(S)."""
+    rng = np.random.default_rng(7)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64")
+    x = data_for("bernoulli", rng)
+    one = [vae.loss_and_grads(x, rng.standard_normal((N, K))).loss for _ in range(400)]
+    many = [vae.loss_and_grads(x, rng.standard_normal((16, N, K))).loss for _ in range(400)]
+    ratio = np.std(one) / np.std(many)
+    assert 3.0 < ratio < 5.3  # sqrt(16) = 4
+    assert abs(np.mean(one) - np.mean(many)) < 4 * np.std(one) / np.sqrt(400)
