@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["SGDState", "MomentumState", "AdamState", "sgd_step", "momentum_step", "adam_step",
-           "init_state", "step", "OPTIMIZERS"]
+           "init_state", "state_arrays", "step", "OPTIMIZERS"]
 
 
 class SGDState(NamedTuple):
@@ -35,9 +35,10 @@ class MomentumState(NamedTuple):
 
 
 class AdamState(NamedTuple):
-    m: np.ndarray  # first moment, like the parameters
-    v: np.ndarray  # second moment
-    t: int = 0     # steps taken
+    m: np.ndarray    # first moment, like the parameters
+    v: np.ndarray    # second moment
+    t: int = 0       # steps taken
+    buf: np.ndarray | None = None  # scratch space like the parameters (not state: never saved)
 
 
 def sgd_step(param: np.ndarray, grad: np.ndarray, state: SGDState, lr: float) -> SGDState:
@@ -63,16 +64,27 @@ def adam_step(param: np.ndarray, grad: np.ndarray, state: AdamState, lr: float,
     The bias corrections are folded into two scalars,
     $\theta \leftarrow \theta - \eta \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \frac{m}{\sqrt v + \epsilon\sqrt{1-\beta_2^t}}$,
     which is the update above rearranged, so no corrected copy of m or v is made.
+    Every pass writes into ``state.buf`` (allocated once): Adam touches every
+    parameter several times per step and is memory bound, so fresh temporaries
+    of the parameters' size would cost as much as the arithmetic.
     """
     t = state.t + 1
     m, v = state.m, state.v
-    m += (1 - beta1) * (grad - m)
-    v += (1 - beta2) * (grad * grad - v)
+    buf = np.empty_like(param) if state.buf is None else state.buf
+    np.subtract(grad, m, out=buf)          # m += (1 - b1)(g - m)
+    buf *= 1 - beta1
+    m += buf
+    np.multiply(grad, grad, out=buf)       # v += (1 - b2)(g^2 - v)
+    buf -= v
+    buf *= 1 - beta2
+    v += buf
     c2 = math.sqrt(1 - beta2 ** t)
-    denom = np.sqrt(v)
-    denom += eps * c2
-    param -= (lr * c2 / (1 - beta1 ** t)) * m / denom
-    return AdamState(m, v, t)
+    np.sqrt(v, out=buf)                    # theta -= step * m / (sqrt(v) + eps c2)
+    buf += eps * c2
+    np.divide(m, buf, out=buf)
+    buf *= lr * c2 / (1 - beta1 ** t)
+    param -= buf
+    return AdamState(m, v, t, buf)
 
 
 OPTIMIZERS = ("adam", "momentum", "sgd")
@@ -81,12 +93,17 @@ OPTIMIZERS = ("adam", "momentum", "sgd")
 def init_state(name: str, param: np.ndarray):
     """A fresh state of optimizer ``name`` for the parameter array ``param``."""
     if name == "adam":
-        return AdamState(np.zeros_like(param), np.zeros_like(param))
+        return AdamState(np.zeros_like(param), np.zeros_like(param), 0, np.empty_like(param))
     if name == "momentum":
         return MomentumState(np.zeros_like(param))
     if name == "sgd":
         return SGDState()
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def state_arrays(state) -> dict[str, np.ndarray]:
+    """The arrays that are the optimizer's state (what a checkpoint must keep); scratch excluded."""
+    return {k: v for k, v in state._asdict().items() if isinstance(v, np.ndarray) and k != "buf"}
 
 
 def step(param: np.ndarray, grad: np.ndarray, state, lr: float):

@@ -1,0 +1,189 @@
+"""The command line: ``python -m minivae {train,sample,evaluate} ...``.
+
+Every problem the user can cause (a bad option, a missing or corrupt file, bad
+data, a diverging run) ends in one line on stderr and a non-zero exit, never a
+traceback. ``python -m minivae COMMAND --help`` lists the options.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import CheckpointError, resolve_checkpoint
+from .data import DataError
+from .likelihoods import LIKELIHOODS
+from .nn import ACTIVATIONS
+from .objectives import nats_to_bits_per_dim
+from .optim import OPTIMIZERS
+from .train import (DATASETS, TrainConfig, TrainingError, evaluate_elbo, load_dataset, load_run,
+                    train)
+
+USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command and the fix."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def nonneg_int(s: str) -> int:
+    return 0 if s.strip() == "0" else positive_int(s)
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def nonneg_float(s: str) -> float:
+    return 0.0 if s.strip() in ("0", "0.0") else positive_float(s)
+
+
+def hidden_widths(s: str) -> tuple[int, ...]:
+    """'400' -> (400,), '200,200' -> (200, 200), 'none' -> () (a linear encoder/decoder)."""
+    if s.strip().lower() == "none":
+        return ()
+    return tuple(positive_int(p) for p in s.split(","))
+
+
+def build_parser() -> Parser:
+    d = TrainConfig()
+    p = Parser(prog="python -m minivae", description="Variational autoencoders in NumPy, by hand.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    t = sub.add_parser("train", help="train a VAE (default: MLP VAE on dynamically binarized MNIST)")
+    opt = t.add_argument
+    opt("--epochs", type=positive_int, help=f"passes over the training set (default {d.epochs})")
+    opt("--z-dim", type=positive_int, help=f"latent dimension K (default {d.z_dim})")
+    opt("--hidden", type=hidden_widths, help="hidden widths, e.g. 400 or 200,200, or none "
+        f"(default {','.join(map(str, d.hidden))})")
+    opt("--likelihood", choices=LIKELIHOODS, help=f"decoder likelihood (default {d.likelihood})")
+    opt("--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {d.activation})")
+    opt("--batch-size", type=positive_int, help=f"examples per step (default {d.batch_size})")
+    opt("--lr", type=positive_float, help=f"learning rate (default {d.lr})")
+    opt("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
+    opt("--beta", type=nonneg_float, help=f"weight of the KL term (default {d.beta})")
+    opt("--seed", type=nonneg_int, help=f"seeds initialization, data order and noise (default {d.seed})")
+    opt("--obs-scale", type=positive_float,
+        help=f"fixed sigma of 'gaussian' / scale b of 'laplace' (default {d.obs_scale})")
+    opt("--binarize", choices=("auto", "dynamic", "static", "none"),
+        help="binarization of the pixels; auto = dynamic for bernoulli (default auto)")
+    opt("--dataset", choices=DATASETS, help=f"(default {d.dataset})")
+    opt("--train-size", type=nonneg_int, help="use only the first n training images (default 0: all)")
+    opt("--test-size", type=nonneg_int, help="use only the first n test images (default 0: all)")
+    opt("--dtype", choices=("float32", "float64"), help=f"(default {d.dtype})")
+    opt("--out", type=Path, help="run folder (default: the first free runs/run-NNN)")
+    opt("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    opt("--no-progress", action="store_true", help="print one line per epoch only")
+    opt("--no-figures", action="store_true", help="skip the figures at the end")
+
+    s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
+    s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    s.add_argument("--seed", type=nonneg_int, default=0, help="noise seed (default 0)")
+    s.add_argument("--output", type=Path, help="PNG to write (default RUN/samples-seedS.png)")
+
+    e = sub.add_parser("evaluate", help="test -ELBO of a trained model")
+    e.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    e.add_argument("--test-size", type=nonneg_int, default=None,
+                   help="first n test images (default: as in training)")
+    return p
+
+
+TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def config_from_args(args, base: TrainConfig) -> TrainConfig:
+    given = {k: getattr(args, k) for k in TRAIN_FIELDS if getattr(args, k, None) is not None}
+    return dataclasses.replace(base, **given)
+
+
+def next_run_dir(root: Path = Path("runs")) -> Path:
+    i = 1
+    while (root / f"run-{i:03d}").exists():
+        i += 1
+    return root / f"run-{i:03d}"
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        if args.out is None:
+            raise TrainingError("--resume needs --out, the run folder to continue")
+        stored = load_run(args.out)[0]
+        cfg = config_from_args(args, stored)
+    else:
+        cfg = config_from_args(args, TrainConfig())
+    out = args.out if args.out is not None else next_run_dir()
+    print(f"run folder: {out}")
+    start = time.perf_counter()
+    row = train(cfg, out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
+    if row:
+        print(f"final test -ELBO {row['test_loss']:.2f} nats/example "
+              f"({nats_to_bits_per_dim(row['test_loss'], 784):.4f} bits/dim), "
+              f"recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f}; "
+              f"{row['epoch']} epochs, training {row['seconds']:.0f} s, this command "
+              f"{time.perf_counter() - start:.0f} s; saved in {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from .plots import save_image_grid
+
+    cfg, vae, _, _ = load_run(args.checkpoint)
+    z = np.random.default_rng(args.seed).standard_normal((args.n, vae.z_dim))  # (n, K)
+    folder = resolve_checkpoint(args.checkpoint).parent
+    path = args.output or folder / f"samples-seed{args.seed}.png"
+    save_image_grid(vae.decode_mean(z), path, title=f"{args.n} samples from the prior")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    cfg, vae, _, rs = load_run(args.checkpoint)
+    if args.test_size is not None:
+        cfg = dataclasses.replace(cfg, test_size=args.test_size)
+    data = load_dataset(dataclasses.replace(cfg, train_size=1))
+    start = time.perf_counter()
+    m = evaluate_elbo(vae, data.x_test)
+    print(f"{resolve_checkpoint(args.checkpoint)}: epoch {rs.epoch}, {len(data.x_test)} test examples")
+    print(f"test -ELBO {m['loss']:.3f} nats/example ({nats_to_bits_per_dim(m['loss'], vae.x_dim):.4f} "
+          f"bits/dim)  recon {m['recon']:.3f}  KL {m['kl']:.3f}  [{time.perf_counter() - start:.1f} s]")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
+    except USER_ERRORS as e:
+        print(f"minivae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minivae {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The README's "check it yourself" snippet runs and prints what it says."""
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_check_it_yourself_snippet():
+    text = README.read_text()
+    section = text[text.index("## Check it yourself"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(code, "README.md", "exec"), {})
+    loss, recon, kl, err = map(float, buf.getvalue().split())
+    assert loss == recon + kl
+    assert (round(loss, 2), round(recon, 2), round(kl, 2)) == (4.47, 4.04, 0.43)
+    assert err < 1e-7
+
+
+def test_ci_runs_the_readme_test_command():
+    text = README.read_text()
+    cmd = "python -m pip install -e '.[test]' && python -m pytest"
+    assert cmd in text
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert cmd in ci

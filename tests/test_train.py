@@ -1,0 +1,191 @@
+"""The trainer and the command line, on a small slice of the real MNIST."""
+import dataclasses
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minivae.__main__ import main
+from minivae.checkpoint import CheckpointError, load_checkpoint
+from minivae.train import TrainConfig, TrainingError, load_run, train
+
+SMALL = TrainConfig(epochs=2, z_dim=4, hidden=(32,), batch_size=64, train_size=300, test_size=100)
+
+
+def run(cfg=SMALL, out=None, **kw):
+    kw.setdefault("figures", False)
+    return train(cfg, out, progress=True, stream=io.StringIO(), **kw)
+
+
+def test_run_folder_holds_config_metrics_and_a_loadable_checkpoint(tmp_path):
+    row = run(out=tmp_path / "r")
+    lines = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,step,train_loss")
+    assert len(lines) == 1 + SMALL.epochs
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == SMALL.to_json()
+    cfg, vae, opt_state, rs = load_run(tmp_path / "r")
+    assert cfg == SMALL and rs.epoch == 2 and rs.batch == 0 and rs.step == 2 * 5 == opt_state.t
+    assert row["test_loss"] == pytest.approx(row["test_recon"] + row["test_kl"])
+    assert 100 < row["test_loss"] < 550  # nats per example: sums over 784 pixels, not means
+    arrays, meta = load_checkpoint(tmp_path / "r")
+    assert set(arrays) == {"params", "opt.m", "opt.v"}  # Adam's scratch buffer is not state
+
+
+def test_same_seed_same_parameters_other_seed_differs(tmp_path):
+    run(out=tmp_path / "a")
+    run(out=tmp_path / "b")
+    run(dataclasses.replace(SMALL, seed=1), out=tmp_path / "c")
+    a, b, c = (load_run(tmp_path / k)[1].flat for k in "abc")
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("stop_at", [3, 5, 7])  # mid-epoch, at an epoch boundary, in epoch 2
+def test_interrupt_then_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, stop_at):
+    cfg = dataclasses.replace(SMALL, epochs=3)
+    run(cfg, out=tmp_path / "whole")
+
+    def interrupt(step):
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out=tmp_path / "cut", on_step=interrupt)
+    assert load_run(tmp_path / "cut")[3].step == stop_at  # Ctrl-C saved where it stopped
+    run(cfg, out=tmp_path / "cut", resume=True)
+    _, whole, opt_w, rs_w = load_run(tmp_path / "whole")
+    _, cut, opt_c, rs_c = load_run(tmp_path / "cut")
+    np.testing.assert_array_equal(whole.flat, cut.flat)
+    np.testing.assert_array_equal(opt_w.m, opt_c.m)
+    np.testing.assert_array_equal(opt_w.v, opt_c.v)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(rs_w.history) == drop(rs_c.history)
+
+
+def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
+    run(out=tmp_path / "r")
+    row = run(dataclasses.replace(SMALL, epochs=3), out=tmp_path / "r", resume=True)
+    assert row["epoch"] == 3
+    with pytest.raises(TrainingError, match="z_dim=4 but this run asks for z_dim=8"):
+        run(dataclasses.replace(SMALL, z_dim=8), out=tmp_path / "r", resume=True)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    run(out=tmp_path / "r")
+    before = (tmp_path / "r" / "checkpoint.npz").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a checkpoint"):
+        run(out=tmp_path / "r")
+    assert (tmp_path / "r" / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_non_finite_term_stops_training_naming_step_and_term(tmp_path, monkeypatch):
+    from minivae.vae import VAE
+    real = VAE.loss_and_grads
+    calls = []
+
+    def poisoned(self, *a, **kw):  # the KL goes bad at step 8, in epoch 2
+        out = real(self, *a, **kw)
+        calls.append(1)
+        return out._replace(kl=float("nan"), loss=float("nan")) if len(calls) == 8 else out
+
+    monkeypatch.setattr(VAE, "loss_and_grads", poisoned)
+    with pytest.raises(TrainingError, match=r"step 8 \(epoch 2, batch 3\): the KL term became non-finite"):
+        run(dataclasses.replace(SMALL, epochs=3), out=tmp_path / "r")
+    cfg, vae, _, rs = load_run(tmp_path / "r")  # the last good checkpoint: end of epoch 1
+    assert rs.epoch == 1 and rs.step == 5 and np.isfinite(vae.flat).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow is the point
+def test_a_real_divergence_is_caught(tmp_path):
+    wild = dataclasses.replace(SMALL, optimizer="sgd", lr=1e30)
+    with pytest.raises(TrainingError, match="non-finite"):
+        run(wild, out=tmp_path / "w")
+
+
+def test_figures_are_written(tmp_path):
+    run(dataclasses.replace(SMALL, z_dim=2, epochs=1), out=tmp_path / "r", figures=True)
+    for name in ["samples", "reconstructions", "curves", "latent", "manifold"]:
+        assert (tmp_path / "r" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_progress_line_reports_the_epoch(tmp_path):
+    s = io.StringIO()
+    train(SMALL, tmp_path / "r", stream=s, figures=False)
+    lines = s.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2  train -ELBO")
+    assert "test -ELBO" in lines[1]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(z_dim=0), "z-dim"), (dict(lr=-1.0), "lr"), (dict(epochs=0), "epochs"),
+    (dict(likelihood="poisson"), "bernoulli, gaussian"), (dict(batch_size=0), "batch-size"),
+    (dict(binarize="dynamic", likelihood="gaussian"), "bernoulli"),
+])
+def test_config_rejects_impossible_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- command line
+CLI_SMALL = ["--epochs", "1", "--z-dim", "2", "--hidden", "16", "--train-size", "200",
+             "--test-size", "100", "--no-figures"]
+
+
+def test_cli_train_evaluate_sample(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *CLI_SMALL, "--out", str(out)]) == 0
+    assert "final test -ELBO" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test -ELBO" in text and "bits/dim" in text
+    assert main(["sample", "--checkpoint", str(out / "checkpoint.npz"), "-n", "9"]) == 0
+    assert (out / "samples-seed0.png").exists()
+    assert main(["train", "--epochs", "2", "--out", str(out), "--resume", "--no-figures"]) == 0
+    assert load_run(out)[3].epoch == 2
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--z-dim", "0"], "positive integer"),
+    (["train", "--lr", "-0.1"], "positive number"),
+    (["train", "--lr", "nan"], "positive number"),
+    (["train", "--hidden", "400,x"], "positive integer"),
+    (["train", "--likelihood", "poisson"], "invalid choice"),
+    (["train", "--activation", "gelu"], "invalid choice"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["evaluate", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
+    (["sample"], "required"),
+])
+def test_cli_errors_are_one_line(argv, match, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert match in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "checkpoint.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["evaluate", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a readable minivae checkpoint" in err and "\n" not in err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "minivae", "train", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--resume" in r.stdout and "--z-dim" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "minivae", "evaluate", "--checkpoint", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no checkpoint at" in r.stderr
+
+
+def test_loading_refuses_a_checkpoint_that_is_not_a_run(tmp_path):
+    from minivae.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "checkpoint.npz", {"params": np.zeros(3)}, {"hello": 1})
+    with pytest.raises(CheckpointError, match="not a minivae run"):
+        load_run(tmp_path)
