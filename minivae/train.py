@@ -236,6 +236,8 @@ def load_run(path) -> tuple[TrainConfig, VAE, object, RunState]:
 
 # ---------------------------------------------------------------- progress
 def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
@@ -243,20 +245,19 @@ def _fmt_time(s: float) -> str:
 class Progress:
     """One status line, redrawn in place on a terminal; one line per epoch elsewhere."""
 
-    def __init__(self, stream: TextIO, total_steps: int, enabled: bool = True):
-        self.stream, self.total, self.enabled = stream, total_steps, enabled
+    def __init__(self, stream: TextIO, enabled: bool = True):
+        self.stream, self.enabled = stream, enabled
         self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
         self.last = 0.0
 
-    def update(self, epoch, epochs, b, nb, step, loss, recon, kl, rate):
+    def update(self, epoch, epochs, b, nb, loss, recon, kl, rate, eta):
         now = time.perf_counter()
         if not self.tty or now - self.last < 0.2:
             return
         self.last = now
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
         self.stream.write(f"\repoch {epoch + 1}/{epochs}  step {b + 1}/{nb}  -ELBO {loss:7.2f}  "
                           f"recon {recon:7.2f}  KL {kl:6.2f}  {rate:,.0f} samples/s  "
-                          f"ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}   ")
+                          f"ETA {_fmt_time(eta)}   ")
         self.stream.flush()
 
     def line(self, text: str):
@@ -295,7 +296,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     gflat = np.zeros(vae.n_params, dtype=vae.dtype)
     grads = vae.views(gflat)
     dynamic = cfg.resolved_binarize() == "dynamic"
-    prog = Progress(stream, cfg.epochs * nb, progress)
+    prog = Progress(stream, progress)
     if rs.epoch >= cfg.epochs:
         prog.line(f"{out}: already trained for {rs.epoch} epochs")
     t0 = None  # start of the timed part of the current epoch
@@ -323,10 +324,12 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
                 rs.step += 1
                 if on_step is not None:
                     on_step(rs.step)
-                dt = time.perf_counter() - t0
-                prog.update(rs.epoch, cfg.epochs, rs.batch - 1, nb, rs.step, s["loss"] / s["n"],
-                            s["recon"] / s["n"], s["kl"] / s["n"], (s["n"] - n0) / max(dt, 1e-9))
-            rs.seconds += time.perf_counter() - t0
+                rate = (s["n"] - n0) / max(time.perf_counter() - t0, 1e-9)  # samples/s
+                eta = ((cfg.epochs - rs.epoch) * n - s["n"]) / rate
+                prog.update(rs.epoch, cfg.epochs, rs.batch - 1, nb, s["loss"] / s["n"],
+                            s["recon"] / s["n"], s["kl"] / s["n"], rate, eta)
+            epoch_seconds = time.perf_counter() - t0
+            rs.seconds += epoch_seconds
             t0 = None
             test = evaluate_elbo(vae, data.x_test)
             s = rs.train_sums
@@ -338,9 +341,12 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
             rs.epoch, rs.batch = rs.epoch + 1, 0
             rs.train_sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "n": 0}
             save_run(out, cfg, vae, opt_state, rs)
+            rate = (s["n"] - n0) / max(epoch_seconds, 1e-9)
+            eta = (cfg.epochs - rs.epoch) * n / rate if rate > 0 else math.nan
             prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
                       f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
-                      f"test -ELBO {row['test_loss']:.2f}  [{_fmt_time(rs.seconds)}]")
+                      f"test -ELBO {row['test_loss']:.2f}  {rate:,.0f} samples/s  "
+                      f"[{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
     except KeyboardInterrupt:
         if t0 is not None:
             rs.seconds += time.perf_counter() - t0

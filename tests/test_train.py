@@ -119,6 +119,20 @@ def test_progress_line_reports_the_epoch(tmp_path):
     assert "test -ELBO" in lines[1]
 
 
+def test_progress_on_a_terminal_redraws_one_line_with_rate_and_eta(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("minivae.train.time.perf_counter", iter(np.arange(0, 1e4, 0.25)).__next__)
+    s = Terminal()
+    train(SMALL, tmp_path / "r", stream=s, figures=False)
+    text = s.getvalue()
+    status = [p for p in text.split("\r") if p.startswith("epoch 1/2  step")]
+    assert status and all("-ELBO" in p and "KL" in p and "samples/s" in p and "ETA" in p for p in status)
+    assert "epoch 2/2  train -ELBO" in text
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(z_dim=0), "z-dim"), (dict(lr=-1.0), "lr"), (dict(epochs=0), "epochs"),
     (dict(likelihood="poisson"), "bernoulli, gaussian"), (dict(batch_size=0), "batch-size"),

@@ -1,4 +1,5 @@
-"""The whole model: loss_and_grads against finite differences, and the public contract."""
+"""The whole model: loss_and_grads (which runs every backward of the model, VAE._mlp_backward
+included) against finite differences, and the public contract."""
 import itertools
 
 import numpy as np
