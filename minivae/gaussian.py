@@ -1,9 +1,11 @@
 r"""Diagonal Gaussians: the encoder's posterior $q(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)$.
 
 The encoder outputs $\mu$ and ``log_var`` $= \log \sigma^2$ (never $\sigma$, never
-$\log\sigma$). One helper, :func:`std`, turns ``log_var`` into $\sigma$, and the
-sampler and the KL both go through it, so they cannot disagree about what the
-encoder's second output means.
+$\log\sigma$). One helper, :func:`std`, turns ``log_var`` into $\sigma$ for the
+sampler and the densities; the KLs need $\sigma^2 - 1$, which they compute as
+``expm1(log_var)`` for accuracy (the tests check both readings agree:
+samples drawn through :func:`std` have variance $e^{\text{log\_var}}$, and the
+closed-form KL matches a Monte Carlo KL through the sampler).
 
 * reparameterization $z = \mu + \sigma \odot \epsilon$, $\epsilon \sim \mathcal N(0, I)$ passed in
   (lesson 3);
@@ -64,18 +66,21 @@ def reparameterize_backward(dz: np.ndarray, cache: ReparamCache):
 
 
 class KLCache(NamedTuple):
-    mu: np.ndarray   # (N, K)
-    var: np.ndarray  # (N, K)
+    mu: np.ndarray          # (N, K)
+    var_m1: np.ndarray      # (N, K)  sigma^2 - 1
 
 
 def kl_std_normal_forward(mu: np.ndarray, log_var: np.ndarray):
     r"""$\mathrm{KL}(\mathcal N(\mu, \sigma^2) \| \mathcal N(0, I)) = \tfrac12 \sum_k (\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$.
 
-    mu, log_var (N, K) -> kl (N,), in nats.
+    mu, log_var (N, K) -> kl (N,), in nats. $\sigma^2 - 1$ is computed as
+    ``expm1(log_var)``: with $\sigma^2$ first and 1 subtracted after, rounding
+    near $\sigma^2 = 1$ could make the KL slightly negative; $e^v - 1 - v \ge 0$
+    holds for the rounded values too.
     """
-    var = np.square(std(log_var))
-    kl = 0.5 * np.sum(mu * mu + var - 1 - log_var, axis=-1)  # (N,)
-    return kl, KLCache(mu, var)
+    var_m1 = np.expm1(log_var)  # (N, K)  sigma^2 - 1
+    kl = 0.5 * np.sum(mu * mu + (var_m1 - log_var), axis=-1)  # (N,)
+    return kl, KLCache(mu, var_m1)
 
 
 def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
@@ -84,13 +89,13 @@ def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
     dkl (N,) -> dmu (N, K), dlog_var (N, K).
     """
     d = dkl[..., None]  # (N, 1)
-    return d * cache.mu, d * 0.5 * (cache.var - 1)
+    return d * cache.mu, d * 0.5 * cache.var_m1
 
 
 class KLDiagCache(NamedTuple):
-    diff: np.ndarray   # (N, K)  mu_q - mu_p
-    var_q: np.ndarray  # (N, K)
-    inv_var_p: np.ndarray  # (N, K)
+    diff: np.ndarray       # (N, K)  mu_q - mu_p
+    ratio_m1: np.ndarray   # (N, K)  sigma_q^2 / sigma_p^2 - 1
+    inv_var_p: np.ndarray  # (N, K)  1 / sigma_p^2
 
 
 def kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p):
@@ -98,14 +103,18 @@ def kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p):
     = \tfrac12 \sum_k \big(\log\sigma_{p,k}^2 - \log\sigma_{q,k}^2
     + (\sigma_{q,k}^2 + (\mu_{q,k} - \mu_{p,k})^2) / \sigma_{p,k}^2 - 1\big)$.
 
-    All four (N, K) (broadcastable) -> kl (N,). With $\mu_p = 0$, $\log\sigma_p^2 = 0$
-    it equals :func:`kl_std_normal_forward`.
+    All four (N, K) (broadcastable) -> kl (N,). Written with
+    $\delta = \log\sigma_q^2 - \log\sigma_p^2$ as
+    $\tfrac12\sum_k (e^{\delta_k} - 1 - \delta_k + (\mu_{q,k}-\mu_{p,k})^2/\sigma_{p,k}^2)$, so that
+    KL(q, q) is exactly 0 and rounding never makes it negative. With $\mu_p = 0$,
+    $\log\sigma_p^2 = 0$ it equals :func:`kl_std_normal_forward`.
     """
     diff = mu_q - mu_p
-    var_q = np.square(std(log_var_q))
+    delta = log_var_q - log_var_p
+    ratio_m1 = np.expm1(delta)  # sigma_q^2 / sigma_p^2 - 1
     inv_var_p = np.square(std(-np.asarray(log_var_p)))
-    kl = 0.5 * np.sum(log_var_p - log_var_q + (var_q + diff * diff) * inv_var_p - 1, axis=-1)
-    return kl, KLDiagCache(diff, var_q, inv_var_p)
+    kl = 0.5 * np.sum(ratio_m1 - delta + diff * diff * inv_var_p, axis=-1)
+    return kl, KLDiagCache(diff, ratio_m1, inv_var_p)
 
 
 def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
@@ -120,8 +129,8 @@ def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
     """
     d = dkl[..., None]  # (N, 1)
     dmu_q = d * cache.diff * cache.inv_var_p
-    dlv_q = d * 0.5 * (cache.var_q * cache.inv_var_p - 1)
-    dlv_p = d * 0.5 * (1 - (cache.var_q + cache.diff * cache.diff) * cache.inv_var_p)
+    dlv_q = d * 0.5 * cache.ratio_m1
+    dlv_p = -d * 0.5 * (cache.ratio_m1 + cache.diff * cache.diff * cache.inv_var_p)
     return dmu_q, dlv_q, -dmu_q, dlv_p
 
 

@@ -1,0 +1,274 @@
+"""Diagonal Gaussians: sampler, KLs, log-density and entropy.
+
+Gradients against finite differences; closed forms against each other and
+against Monte Carlo through the sampler; properties by hypothesis.
+"""
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from minivae.gaussian import (
+    LOG_2PI, entropy, kl_diag_backward, kl_diag_forward, kl_std_normal_backward,
+    kl_std_normal_forward, log_density, log_density_backward, log_density_forward,
+    reparameterize_backward, reparameterize_forward, std,
+)
+from minivae.gradcheck import check_backward, numerical_gradient, rel_error
+
+from strategies import dtypes, finite_arrays, gaussian_params, shapes_2d, small_dim
+
+N, K = 3, 4
+TOL = 1e-7
+
+
+def params(rng, n=N, k=K):
+    """(mu, log_var), each (n, k), log_var in a range where sigma is O(1)."""
+    return rng.standard_normal((n, k)), rng.uniform(-1.5, 1.5, (n, k))
+
+
+# ---------------------------------------------------------------- gradient checks
+@pytest.mark.parametrize("eps_shape", [(N, K), (5, N, K), (1, N, K)])
+def test_reparameterize_backward_gradcheck(eps_shape):
+    rng = np.random.default_rng(len(eps_shape) + eps_shape[0])
+    mu, log_var = params(rng)
+    eps = rng.standard_normal(eps_shape)
+    errors = check_backward(reparameterize_forward, reparameterize_backward, [mu, log_var, eps], rng)
+    assert len(errors) == 3  # d/dmu, d/dlog_var, d/deps
+    assert max(errors) <= TOL, errors
+
+
+def test_reparameterize_backward_shapes():
+    rng = np.random.default_rng(0)
+    mu, log_var = params(rng)
+    eps = rng.standard_normal((6, N, K))
+    z, cache = reparameterize_forward(mu, log_var, eps)
+    dmu, dlog_var, deps = reparameterize_backward(np.ones_like(z), cache)
+    assert z.shape == eps.shape
+    assert dmu.shape == (N, K) and dlog_var.shape == (N, K) and deps.shape == eps.shape
+    np.testing.assert_array_equal(dmu, np.full((N, K), 6.0))
+
+
+def test_kl_std_normal_backward_gradcheck():
+    rng = np.random.default_rng(1)
+    errors = check_backward(kl_std_normal_forward, kl_std_normal_backward, list(params(rng)), rng)
+    assert len(errors) == 2 and max(errors) <= TOL, errors
+
+
+def test_kl_diag_backward_gradcheck_all_four_inputs():
+    rng = np.random.default_rng(2)
+    inputs = [*params(rng), *params(rng)]
+    errors = check_backward(kl_diag_forward, kl_diag_backward, inputs, rng)
+    assert len(errors) == 4 and max(errors) <= TOL, errors
+
+
+@pytest.mark.parametrize("z_shape", [(N, K), (2, N, K)])
+def test_log_density_backward_gradcheck(z_shape):
+    rng = np.random.default_rng(3 + len(z_shape))
+    z = rng.standard_normal(z_shape)
+    mu, log_var = (rng.standard_normal(z_shape), rng.uniform(-1.5, 1.5, z_shape))
+    errors = check_backward(log_density_forward, log_density_backward, [z, mu, log_var], rng)
+    assert len(errors) == 3 and max(errors) <= TOL, errors
+
+
+def test_log_density_backward_broadcast_gradients_sum_to_the_parameters_gradient():
+    """z (S, N, K) against mu, log_var (N, K): the caller sums dmu, dlog_var over S."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((4, N, K))
+    mu, log_var = params(rng)
+    dlogp = rng.standard_normal((4, N))
+    _, dmu, dlog_var = log_density_backward(dlogp, log_density_forward(z, mu, log_var)[1])
+    loss = lambda: float(np.sum(dlogp * log_density(z, mu, log_var)))  # noqa: E731
+    assert rel_error(dmu.sum(axis=0), numerical_gradient(loss, mu)) <= TOL
+    assert rel_error(dlog_var.sum(axis=0), numerical_gradient(loss, log_var)) <= TOL
+
+
+# ---------------------------------------------------------------- closed forms
+def test_std_is_sqrt_of_exp_log_var():
+    log_var = np.linspace(-20, 20, 41)
+    np.testing.assert_allclose(std(log_var), np.sqrt(np.exp(log_var)), rtol=1e-14)
+    np.testing.assert_allclose(std(log_var) ** 2, np.exp(log_var), rtol=1e-14)
+
+
+def test_kl_std_normal_equals_kl_diag_against_standard_normal():
+    rng = np.random.default_rng(6)
+    mu, log_var = rng.standard_normal((8, K)) * 3, rng.uniform(-6, 6, (8, K))
+    kl = kl_std_normal_forward(mu, log_var)[0]
+    np.testing.assert_allclose(kl, kl_diag_forward(mu, log_var, 0.0, 0.0)[0], rtol=1e-13)
+    np.testing.assert_allclose(kl, kl_diag_forward(mu, log_var, np.zeros_like(mu), np.zeros_like(mu))[0],
+                               rtol=1e-13)
+
+
+def test_kl_matches_per_dimension_formula():
+    """Hand-computed: mu = 1, sigma^2 = e -> (1 + e - 1 - 1) / 2 per dimension."""
+    kl = kl_std_normal_forward(np.ones((1, 2)), np.ones((1, 2)))[0]
+    np.testing.assert_allclose(kl, [np.e - 1], rtol=1e-15)
+    # KL(N(1, 1) || N(3, 4)) = (log 4 - 0 + (1 + 4) / 4 - 1) / 2
+    kl = kl_diag_forward(np.array([[1.0]]), np.array([[0.0]]), np.array([[3.0]]), np.array([[np.log(4)]]))[0]
+    np.testing.assert_allclose(kl, [(np.log(4) + 0.25) / 2], rtol=1e-15)
+
+
+def test_kl_diag_of_q_with_itself_is_exactly_zero():
+    rng = np.random.default_rng(7)
+    mu, log_var = rng.standard_normal((50, K)) * 3, rng.uniform(-10, 10, (50, K))
+    kl = kl_diag_forward(mu, log_var, mu, log_var)[0]
+    assert np.all(kl >= 0)
+    np.testing.assert_array_equal(kl, 0.0)
+
+
+def _mc_kl(mu, log_var, mu_p, log_var_p, rng, S):
+    """Per-example mean and standard error of log q(z) - log p(z), z drawn by the sampler."""
+    eps = rng.standard_normal((S, *mu.shape))  # (S, N, K)
+    z = reparameterize_forward(mu, log_var, eps)[0]
+    terms = log_density(z, mu, log_var) - log_density(z, mu_p, log_var_p)  # (S, N)
+    return terms.mean(axis=0), terms.std(axis=0, ddof=1) / np.sqrt(S)
+
+
+def test_kl_std_normal_agrees_with_monte_carlo_through_the_sampler():
+    rng = np.random.default_rng(8)
+    mu, log_var = rng.standard_normal((N, K)), rng.uniform(-2, 1, (N, K))
+    est, se = _mc_kl(mu, log_var, 0.0, 0.0, rng, S=40_000)
+    kl = kl_std_normal_forward(mu, log_var)[0]
+    assert np.all(np.abs(est - kl) <= 4 * se), (est, kl, se)
+    assert np.all(se < 0.05 * kl)  # the check has teeth: error bars well below the KL
+
+
+def test_kl_diag_agrees_with_monte_carlo_through_the_sampler():
+    rng = np.random.default_rng(9)
+    mu, log_var = rng.standard_normal((N, K)), rng.uniform(-1, 1, (N, K))
+    mu_p, log_var_p = rng.standard_normal((N, K)), rng.uniform(-1, 1, (N, K))
+    est, se = _mc_kl(mu, log_var, mu_p, log_var_p, rng, S=40_000)
+    kl = kl_diag_forward(mu, log_var, mu_p, log_var_p)[0]
+    assert np.all(np.abs(est - kl) <= 4 * se), (est, kl, se)
+    assert np.all(se < 0.05 * kl)
+
+
+def test_sampler_reads_log_var_as_log_variance():
+    """Sample mean mu and sample variance exp(log_var), not exp(log_var)^2 or exp(log_var/2)."""
+    rng = np.random.default_rng(10)
+    mu, log_var = np.array([[0.5, -1.0]]), np.array([[np.log(4.0), np.log(0.25)]])
+    S = 200_000
+    z = reparameterize_forward(mu, log_var, rng.standard_normal((S, 1, 2)))[0]
+    var = np.exp(log_var)
+    assert np.all(np.abs(z.mean(axis=0) - mu) <= 4 * np.sqrt(var / S))
+    # Var of the sample variance of a Gaussian: 2 sigma^4 / (S - 1)
+    assert np.all(np.abs(z.var(axis=0, ddof=1) - var) <= 4 * np.sqrt(2 * var ** 2 / (S - 1)))
+
+
+def test_log_density_matches_per_dimension_formula():
+    rng = np.random.default_rng(11)
+    z, mu, log_var = rng.standard_normal((N, K)), rng.standard_normal((N, K)), rng.uniform(-2, 2, (N, K))
+    var = np.exp(log_var)
+    naive = np.sum(-0.5 * np.log(2 * np.pi * var) - (z - mu) ** 2 / (2 * var), axis=-1)
+    np.testing.assert_allclose(log_density(z, mu, log_var), naive, rtol=1e-13)
+    assert LOG_2PI == pytest.approx(np.log(2 * np.pi), rel=1e-16)
+
+
+@pytest.mark.parametrize("mu,log_var", [(0.0, 0.0), (1.5, np.log(0.3)), (-2.0, np.log(5.0))])
+def test_log_density_integrates_to_one(mu, log_var):
+    sigma = np.exp(0.5 * log_var)
+    grid = np.linspace(mu - 15 * sigma, mu + 15 * sigma, 30_001)[:, None]  # (G, 1)
+    p = np.exp(log_density(grid, mu, np.full((1, 1), log_var)))
+    assert np.trapezoid(p, grid[:, 0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_entropy_matches_closed_form_and_monte_carlo():
+    rng = np.random.default_rng(12)
+    mu, log_var = rng.standard_normal((N, K)), rng.uniform(-2, 2, (N, K))
+    naive = np.sum(0.5 * np.log(2 * np.pi * np.e * np.exp(log_var)), axis=-1)
+    np.testing.assert_allclose(entropy(log_var), naive, rtol=1e-13)
+    S = 40_000
+    z = reparameterize_forward(mu, log_var, rng.standard_normal((S, N, K)))[0]
+    neg_logq = -log_density(z, mu, log_var)  # (S, N)
+    se = neg_logq.std(axis=0, ddof=1) / np.sqrt(S)
+    assert np.all(np.abs(neg_logq.mean(axis=0) - entropy(log_var)) <= 4 * se)
+    assert np.all(se < 0.02)
+
+
+# ---------------------------------------------------------------- properties
+@settings(max_examples=200, deadline=None)
+@given(mu_lv=gaussian_params(np.float64, mu_bound=1e3, log_var_bound=30.0))
+@example(mu_lv=(np.zeros((1, 1)), np.full((1, 1), 1e-20)))
+@example(mu_lv=(np.zeros((1, 1)), np.full((1, 1), 1e-9)))
+def test_kl_std_normal_is_nonnegative(mu_lv):
+    mu, log_var = mu_lv
+    kl = kl_std_normal_forward(mu, log_var)[0]
+    assert kl.shape == mu.shape[:1]
+    assert np.all(np.isfinite(kl))
+    assert np.all(kl >= 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(q=gaussian_params(np.float64, mu_bound=1e3, log_var_bound=30.0), data=st.data())
+def test_kl_diag_is_nonnegative(q, data):
+    mu_q, log_var_q = q
+    mu_p = data.draw(finite_arrays(mu_q.shape, np.float64, 1e3))
+    log_var_p = data.draw(finite_arrays(mu_q.shape, np.float64, 30.0))
+    kl = kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p)[0]
+    assert np.all(np.isfinite(kl))
+    assert np.all(kl >= 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes_2d, dtype=dtypes)
+def test_kl_is_exactly_zero_at_the_prior(shape, dtype):
+    zeros = np.zeros(shape, dtype)
+    kl = kl_std_normal_forward(zeros, zeros)[0]
+    np.testing.assert_array_equal(kl, 0.0)
+    np.testing.assert_array_equal(kl_diag_forward(zeros, zeros, zeros, zeros)[0], 0.0)
+    dmu, dlog_var = kl_std_normal_backward(np.ones(shape[0], dtype), kl_std_normal_forward(zeros, zeros)[1])
+    np.testing.assert_array_equal(dmu, 0.0)  # the prior is the minimum
+    np.testing.assert_array_equal(dlog_var, 0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(mu_lv=gaussian_params(np.float64, mu_bound=100.0, log_var_bound=10.0))
+def test_kl_is_positive_away_from_the_prior(mu_lv):
+    mu, log_var = mu_lv
+    away = np.any((np.abs(mu) > 1e-3) | (np.abs(log_var) > 1e-3), axis=-1)
+    assert np.all(kl_std_normal_forward(mu, log_var)[0][away] > 0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(dtype=dtypes, mu_lv=st.data(), S=st.one_of(st.none(), small_dim))
+def test_zero_noise_gives_the_mean(dtype, mu_lv, S):
+    mu, log_var = mu_lv.draw(gaussian_params(dtype, mu_bound=1e3, log_var_bound=30.0))
+    eps = np.zeros(mu.shape if S is None else (S, *mu.shape), dtype)
+    z = reparameterize_forward(mu, log_var, eps)[0]
+    assert z.dtype == dtype and z.shape == eps.shape
+    np.testing.assert_array_equal(z, np.broadcast_to(mu, eps.shape))
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=dtypes, data=st.data())
+def test_ops_keep_dtype_and_shape_and_leave_inputs_alone(dtype, data):
+    """float32 in -> float32 out, forward and backward, for every op in the module;
+    backward mutates neither its upstream gradient nor the cache."""
+    n, k = data.draw(shapes_2d)
+    S = data.draw(small_dim)
+    arr = lambda shape, bound=4.0: data.draw(finite_arrays(shape, dtype, bound))  # noqa: E731
+    mu, log_var, mu_p, log_var_p = arr((n, k)), arr((n, k)), arr((n, k)), arr((n, k))
+    eps = arr((S, n, k))
+    cases = [
+        (reparameterize_forward, reparameterize_backward, (mu, log_var, eps), (S, n, k)),
+        (kl_std_normal_forward, kl_std_normal_backward, (mu, log_var), (n,)),
+        (kl_diag_forward, kl_diag_backward, (mu, log_var, mu_p, log_var_p), (n,)),
+        (log_density_forward, log_density_backward, (eps, mu, log_var), (S, n)),
+    ]
+    for forward, backward, inputs, out_shape in cases:
+        copies = [a.copy() for a in inputs]
+        y, cache = forward(*inputs)
+        assert y.shape == out_shape and y.dtype == dtype, forward.__name__
+        dy = arr(out_shape)
+        dy0, cache0 = dy.copy(), [a.copy() for a in cache]
+        grads = backward(dy, cache)
+        assert len(grads) == len(inputs)
+        for g, x in zip(grads, inputs):
+            assert g.dtype == dtype, backward.__name__
+            assert g.shape in (x.shape, out_shape + x.shape[-1:]), backward.__name__
+            assert np.all(np.isfinite(g))
+        assert np.array_equal(dy, dy0), backward.__name__
+        assert all(np.array_equal(a, a0) for a, a0 in zip(cache, cache0)), backward.__name__
+        assert all(np.array_equal(a, a0) for a, a0 in zip(inputs, copies)), forward.__name__
+    assert entropy(log_var).dtype == dtype and entropy(log_var).shape == (n,)
+    assert std(log_var).dtype == dtype
+    assert log_density(eps, mu, log_var).dtype == dtype
