@@ -81,6 +81,9 @@ def build_parser() -> Parser:
     opt("--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {d.activation})")
     opt("--batch-size", type=positive_int, help=f"examples per step (default {d.batch_size})")
     opt("--lr", type=positive_float, help=f"learning rate (default {d.lr})")
+    opt("--lr-final", type=nonneg_float,
+        help="decay the learning rate geometrically, epoch by epoch, to this value (default 0: constant)")
+    opt("--eval-every", type=positive_int, help="test -ELBO every n epochs and after the last (default 1)")
     opt("--optimizer", choices=OPTIMIZERS, help=f"(default {d.optimizer})")
     opt("--beta", type=nonneg_float, help=f"weight of the KL term (default {d.beta})")
     opt("--seed", type=nonneg_int, help=f"seeds initialization, data order and noise (default {d.seed})")

@@ -54,6 +54,7 @@ class TrainConfig:
     activation: str = "relu"
     batch_size: int = 128
     lr: float = 1e-3
+    lr_final: float = 0.0   # > 0: decay lr geometrically, epoch by epoch, to this value
     optimizer: str = "adam"
     beta: float = 1.0
     seed: int = 0
@@ -63,6 +64,7 @@ class TrainConfig:
     train_size: int = 0     # 0: the whole training set; else its first n examples
     test_size: int = 0      # 0: the whole test set
     dtype: str = "float32"
+    eval_every: int = 1     # test -ELBO every n epochs (and after the last)
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -72,6 +74,8 @@ class TrainConfig:
             (len(self.hidden) >= 0 and all(h >= 1 for h in self.hidden), "hidden widths must be >= 1"),
             (self.batch_size >= 1, "batch-size must be >= 1"),
             (math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
+            (math.isfinite(self.lr_final) and self.lr_final >= 0, "lr-final must be a number >= 0"),
+            (self.eval_every >= 1, "eval-every must be >= 1"),
             (math.isfinite(self.beta) and self.beta >= 0, "beta must be a number >= 0"),
             (math.isfinite(self.obs_scale) and self.obs_scale > 0, "obs-scale must be a positive number"),
             (self.train_size >= 0 and self.test_size >= 0, "train-size and test-size must be >= 0"),
@@ -90,6 +94,13 @@ class TrainConfig:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.resolved_binarize() != "none" and self.likelihood != "bernoulli":
             raise ValueError(f"binarize={self.binarize} only makes sense with the bernoulli likelihood")
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based): constant, or geometric
+        from ``lr`` at the first epoch to ``lr_final`` at the last."""
+        if not self.lr_final or self.epochs == 1:
+            return self.lr
+        return self.lr * (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
 
     def resolved_binarize(self) -> str:
         if self.binarize == "auto":
@@ -243,11 +254,12 @@ def _fmt_time(s: float) -> str:
 
 
 class Progress:
-    """One status line, redrawn in place on a terminal; one line per epoch elsewhere."""
+    """One status line, redrawn in place on a terminal (unless ``live`` is off);
+    one line per epoch always."""
 
-    def __init__(self, stream: TextIO, enabled: bool = True):
-        self.stream, self.enabled = stream, enabled
-        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+    def __init__(self, stream: TextIO, live: bool = True):
+        self.stream = stream
+        self.tty = live and hasattr(stream, "isatty") and stream.isatty()
         self.last = 0.0
 
     def update(self, epoch, epochs, b, nb, loss, recon, kl, rate, eta):
@@ -261,9 +273,8 @@ class Progress:
         self.stream.flush()
 
     def line(self, text: str):
-        if self.enabled:
-            self.stream.write(("\r" if self.tty else "") + text + " " * 8 + "\n")
-            self.stream.flush()
+        self.stream.write(("\r" if self.tty else "") + text + " " * 8 + "\n")
+        self.stream.flush()
 
 
 # ---------------------------------------------------------------- the loop
@@ -274,7 +285,9 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
 
     With ``resume`` the run continues from ``out``'s checkpoint (its stored config
     must match ``cfg`` in :data:`MODEL_KEYS` and the other training options except
-    ``epochs``). Ctrl-C saves a checkpoint before exiting. ``on_step(step)`` is
+    ``epochs``). Ctrl-C saves a checkpoint before exiting. ``progress`` turns the
+    live status line on a terminal on or off; one line per epoch is always
+    written to ``stream``. ``on_step(step)`` is
     called after every optimizer step (used by tests to inject faults).
     """
     out = Path(out)
@@ -303,6 +316,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     try:
         while rs.epoch < cfg.epochs:
             order = epoch_order(cfg.seed, rs.epoch, n)
+            lr = cfg.lr_at(rs.epoch)
             t0, n0 = time.perf_counter(), rs.train_sums["n"]
             while rs.batch < nb:
                 idx = order[rs.batch * B:(rs.batch + 1) * B]
@@ -313,7 +327,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
                 eps = rng.standard_normal((len(idx), cfg.z_dim), dtype=vae.dtype)  # (B, K)
                 res = vae.loss_and_grads(xb, eps, beta=cfg.beta, grads=grads)
                 _check_finite(res, gflat, rs, out)
-                opt_state = optim.step(vae.flat, gflat, opt_state, cfg.lr)
+                opt_state = optim.step(vae.flat, gflat, opt_state, lr)
                 s = rs.train_sums
                 m = len(idx)
                 s["loss"] += res.loss * m
@@ -331,7 +345,9 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
             epoch_seconds = time.perf_counter() - t0
             rs.seconds += epoch_seconds
             t0 = None
-            test = evaluate_elbo(vae, data.x_test)
+            last = rs.epoch + 1 == cfg.epochs
+            nan = {"loss": math.nan, "recon": math.nan, "kl": math.nan}
+            test = evaluate_elbo(vae, data.x_test) if last or (rs.epoch + 1) % cfg.eval_every == 0 else nan
             s = rs.train_sums
             row = {"epoch": rs.epoch + 1, "step": rs.step, "train_loss": s["loss"] / s["n"],
                    "train_recon": s["recon"] / s["n"], "train_kl": s["kl"] / s["n"],
@@ -345,7 +361,8 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
             eta = (cfg.epochs - rs.epoch) * n / rate if rate > 0 else math.nan
             prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
                       f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
-                      f"test -ELBO {row['test_loss']:.2f}  {rate:,.0f} samples/s  "
+                      + (f"test -ELBO {row['test_loss']:.2f}  " if math.isfinite(row["test_loss"]) else "")
+                      + f"{rate:,.0f} samples/s  "
                       f"[{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
     except KeyboardInterrupt:
         if t0 is not None:

@@ -203,3 +203,17 @@ def test_loading_refuses_a_checkpoint_that_is_not_a_run(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.npz", {"params": np.zeros(3)}, {"hello": 1})
     with pytest.raises(CheckpointError, match="not a minivae run"):
         load_run(tmp_path)
+
+
+def test_lr_schedule_is_geometric_from_lr_to_lr_final():
+    cfg = TrainConfig(epochs=5, lr=1e-3, lr_final=1e-5)
+    lrs = [cfg.lr_at(e) for e in range(5)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
+    np.testing.assert_allclose(np.diff(np.log10(lrs)), -0.5)
+    assert TrainConfig(epochs=5, lr=1e-3).lr_at(4) == 1e-3  # lr_final 0: constant
+
+
+def test_eval_every_skips_test_epochs_but_not_the_last(tmp_path):
+    run(dataclasses.replace(SMALL, epochs=3, eval_every=2), out=tmp_path / "r")
+    rows = load_run(tmp_path / "r")[3].history
+    assert [np.isfinite(r["test_loss"]) for r in rows] == [False, True, True]
