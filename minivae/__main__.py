@@ -12,14 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import CheckpointError, resolve_checkpoint
 from .data import DataError
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import nats_to_bits_per_dim
 from .optim import OPTIMIZERS
-from .train import (DATASETS, TrainConfig, TrainingError, evaluate_elbo, load_dataset, load_run,
-                    train)
+from .train import DATASETS, TrainConfig, TrainingError, evaluate, load_run, load_split, train
 
 USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)
 
@@ -106,8 +107,11 @@ def build_parser() -> Parser:
     s.add_argument("--seed", type=nonneg_int, default=0, help="noise seed (default 0)")
     s.add_argument("--output", type=Path, help="PNG to write (default RUN/samples-seedS.png)")
 
-    e = sub.add_parser("evaluate", help="test -ELBO of a trained model")
+    e = sub.add_parser("evaluate", help="test -ELBO, importance-sampled NLL and latent diagnostics")
     e.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    e.add_argument("--iw", type=nonneg_int, default=0,
+                   help="importance samples per test image for the NLL estimate (5000 in the "
+                        "literature; default 0: skip)")
     e.add_argument("--test-size", type=nonneg_int, default=None,
                    help="first n test images (default: as in training)")
     return p
@@ -150,8 +154,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-
     from .plots import save_image_grid
 
     cfg, vae, _, _ = load_run(args.checkpoint)
@@ -167,13 +169,49 @@ def cmd_evaluate(args) -> int:
     cfg, vae, _, rs = load_run(args.checkpoint)
     if args.test_size is not None:
         cfg = dataclasses.replace(cfg, test_size=args.test_size)
-    data = load_dataset(dataclasses.replace(cfg, train_size=1))
+    x, _ = load_split(cfg, "test")
+    D, N = vae.x_dim, len(x)
+    print(f"{resolve_checkpoint(args.checkpoint)}: {rs.epoch} epochs, {rs.step} steps, "
+          f"trained {rs.seconds:.0f} s; {N} test images")
     start = time.perf_counter()
-    m = evaluate_elbo(vae, data.x_test)
-    print(f"{resolve_checkpoint(args.checkpoint)}: epoch {rs.epoch}, {len(data.x_test)} test examples")
-    print(f"test -ELBO {m['loss']:.3f} nats/example ({nats_to_bits_per_dim(m['loss'], vae.x_dim):.4f} "
-          f"bits/dim)  recon {m['recon']:.3f}  KL {m['kl']:.3f}  [{time.perf_counter() - start:.1f} s]")
+    r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None)
+    el = r["elbo"]
+    bits = lambda nats: nats_to_bits_per_dim(nats, D)  # noqa: E731
+    print(f"test -ELBO (1 sample)   {el['loss']:9.3f} nats  {bits(el['loss']):.4f} bits/dim   "
+          f"distortion {el['recon']:.3f}  rate (KL) {el['kl']:.3f}")
+    if args.iw:
+        print(f"IW bound L_{args.iw:<6d}      {r['iw_bound']:9.3f} nats")
+        print(f"NLL estimate  -L_{args.iw:<6d} {r['nll']:9.3f} nats  {bits(r['nll']):.4f} bits/dim   "
+              f"+- {r['nll_se']:.3f} (Monte Carlo s.e.)   mean ESS {r['ess']:.0f} of {args.iw}")
+    kl = r["kl_per_dim"]
+    top = ", ".join(f"z{k}: {kl[k]:.2f}" for k in np.argsort(kl)[::-1][:5])
+    print(f"active units            {r['active_units']} of {vae.z_dim} (Var_x E_q[z_k] > 0.01); "
+          f"KL per dimension, largest: {top}")
+    took = time.perf_counter() - start
+    rate = f" ({r['iw_samples_per_s']:,.0f} importance samples/s)" if args.iw else ""
+    print(f"time                    {took:.1f} s{rate}")
     return 0
+
+
+def _iw_progress(n: int, S: int):
+    """A progress callback for the importance-sampled estimate, on stderr."""
+    start, last = time.perf_counter(), [0.0]
+    tty = sys.stderr.isatty()
+
+    def report(done: int):
+        now = time.perf_counter()
+        if done < n and now - last[0] < (0.5 if tty else 30):
+            return
+        last[0] = now
+        eta = (now - start) / done * (n - done)
+        text = (f"IW S={S}: {done}/{n} images, {done * S / (now - start):,.0f} samples/s, "
+                f"ETA {eta:.0f} s")
+        sys.stderr.write(("\r" + text + "   ") if tty else text + "\n")
+        if tty and done == n:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return report
 
 
 def main(argv=None) -> int:

@@ -61,12 +61,21 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
     logp = np.sum(x * logits - softplus(logits), axis=-1)
-    return logp, ResidualCache(x - sigmoid(logits))
+    return logp, BernoulliCache(x, logits)
 
 
-def bernoulli_backward(dlogp: np.ndarray, cache: ResidualCache):
-    r"""$\bar\ell = \overline{\log p}\,(x - \sigma(\ell))$.  dlogp (..., N) -> dlogits (..., N, D)."""
-    return _scale(cache.r, dlogp)
+class BernoulliCache(NamedTuple):
+    x: np.ndarray       # (N, D)
+    logits: np.ndarray  # (..., N, D)
+
+
+def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
+    r"""$\bar\ell = \overline{\log p}\,(x - \sigma(\ell))$.  dlogp (..., N) -> dlogits (..., N, D).
+
+    $\sigma(\ell)$ is computed here, not in the forward pass, so that evaluation
+    (forward only, e.g. 5000 importance samples per image) never pays for it.
+    """
+    return _scale(cache.x - sigmoid(cache.logits), dlogp)
 
 
 # ---------------------------------------------------------------- Gaussians

@@ -33,7 +33,7 @@ from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .vae import VAE
 
-__all__ = ["TrainConfig", "Dataset", "load_dataset", "evaluate_elbo", "train", "load_run",
+__all__ = ["TrainConfig", "Dataset", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
            "TrainingError", "MODEL_KEYS"]
 
 #: test-set binarization and evaluation noise are fixed, so every run is scored alike.
@@ -145,21 +145,23 @@ class Dataset:
     y_test: np.ndarray   # (M,)
 
 
+def load_split(cfg: TrainConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split ("train" or "test") as the config asks: subset, validated, in the
+    config's dtype, binarized as the config says (the test set once, with EVAL_SEED)."""
+    x, y = load_mnist(split)
+    n = cfg.train_size if split == "train" else cfg.test_size
+    if n:
+        x, y = x[:n], y[:n]
+    x = validate_data(x, cfg.likelihood, f"{split} data").astype(cfg.dtype, copy=False)
+    mode = cfg.resolved_binarize()
+    if mode == "static" or (split == "test" and mode != "none"):
+        x = binarize_static(x, EVAL_SEED if split == "test" else cfg.seed)
+    return x, y
+
+
 def load_dataset(cfg: TrainConfig) -> Dataset:
-    """Load, subset and validate the data a config asks for."""
-    x_train, y_train = load_mnist("train")
-    x_test, y_test = load_mnist("test")
-    if cfg.train_size:
-        x_train, y_train = x_train[:cfg.train_size], y_train[:cfg.train_size]
-    if cfg.test_size:
-        x_test, y_test = x_test[:cfg.test_size], y_test[:cfg.test_size]
-    x_train = validate_data(x_train, cfg.likelihood, "training data").astype(cfg.dtype, copy=False)
-    x_test = validate_data(x_test, cfg.likelihood, "test data").astype(cfg.dtype, copy=False)
-    if cfg.resolved_binarize() != "none":
-        x_test = binarize_static(x_test, EVAL_SEED)
-    if cfg.resolved_binarize() == "static":
-        x_train = binarize_static(x_train, cfg.seed)
-    return Dataset(x_train, y_train, x_test, y_test)
+    """Training and test data as the config asks (see :func:`load_split`)."""
+    return Dataset(*load_split(cfg, "train"), *load_split(cfg, "test"))
 
 
 def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1000) -> dict:
@@ -174,6 +176,32 @@ def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1
         kl += float(t.kl.sum())
     n = len(x)
     return {"loss": (recon + kl) / n, "recon": recon / n, "kl": kl / n}
+
+
+def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Everything ``python -m minivae evaluate`` reports about a model on data x (N, D).
+
+    Keys: "elbo" (dict from :func:`evaluate_elbo`), "active_units", "kl_per_dim" (K,),
+    and with ``iw`` = S > 0: "iw_bound" (mean over examples of the S-sample bound
+    L_S, nats), "nll" (= -iw_bound, the log-likelihood estimate of Burda et al.),
+    "nll_se" (its Monte Carlo standard error), "ess" (mean effective sample size)
+    and "iw_samples_per_s".
+    """
+    from .diagnostics import active_units, kl_per_dimension
+    from .estimate import estimate_log_px
+
+    mu, log_var = np.concatenate([np.stack(vae.encode(x[i:i + 1000])) for i in range(0, len(x), 1000)], axis=1)
+    out = {"elbo": evaluate_elbo(vae, x, seed), "active_units": active_units(mu),
+           "kl_per_dim": kl_per_dimension(mu, log_var)}
+    if iw:
+        start = time.perf_counter()
+        est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress)
+        seconds = time.perf_counter() - start
+        out.update(iw_bound=float(est.log_px.mean()), nll=-float(est.log_px.mean()),
+                   nll_se=float(np.sqrt(np.sum(est.se ** 2)) / len(x)), ess=float(est.ess.mean()),
+                   iw_samples_per_s=len(x) * iw / seconds, iw_seconds=seconds)
+    return out
 
 
 def batch_rng(seed: int, epoch: int, b: int) -> np.random.Generator:

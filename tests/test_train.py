@@ -154,7 +154,13 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     assert "final test -ELBO" in capsys.readouterr().out
     assert main(["evaluate", "--checkpoint", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "test -ELBO" in text and "bits/dim" in text
+    assert "test -ELBO" in text and "bits/dim" in text and "NLL" not in text
+    assert main(["evaluate", "--checkpoint", str(out), "--iw", "20", "--test-size", "30"]) == 0
+    captured = capsys.readouterr()
+    for needle in ["30 test images", "IW bound L_20", "NLL estimate", "Monte Carlo s.e.", "active units",
+                   "importance samples/s"]:
+        assert needle in captured.out, needle
+    assert "IW S=20: 30/30 images" in captured.err  # the progress display
     assert main(["sample", "--checkpoint", str(out / "checkpoint.npz"), "-n", "9"]) == 0
     assert (out / "samples-seed0.png").exists()
     assert main(["train", "--epochs", "2", "--out", str(out), "--resume", "--no-figures"]) == 0

@@ -1,0 +1,39 @@
+r"""Diagnostics of a trained encoder: which latent dimensions carry information.
+
+* Active units (Burda, Grosse & Salakhutdinov 2015): dimension $k$ is active when
+  $A_k = \mathrm{Cov}_x\big(\mathbb E_{q(z\mid x)}[z_k]\big) = \mathrm{Var}_x(\mu_k(x)) > 0.01$:
+  its posterior mean moves with the input. An inactive dimension has collapsed to
+  the prior and costs no KL.
+* KL per dimension: the closed-form KL splits over dimensions,
+  $\mathrm{KL} = \sum_k \tfrac12(\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$; its data
+  average per $k$ is the rate each dimension spends.
+
+Taught in lessons 7 and 9.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .gaussian import kl_std_normal_forward
+
+__all__ = ["ACTIVE_THRESHOLD", "activity", "active_units", "kl_per_dimension"]
+
+ACTIVE_THRESHOLD = 0.01
+
+
+def activity(mu: np.ndarray) -> np.ndarray:
+    r"""$A_k = \mathrm{Var}_n(\mu_{n,k})$.  mu (N, K) posterior means over a data set -> (K,)."""
+    return np.var(np.asarray(mu, np.float64), axis=0)
+
+
+def active_units(mu: np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> int:
+    """The number of dimensions whose activity exceeds ``threshold``.  mu (N, K) -> int."""
+    return int(np.sum(activity(mu) > threshold))
+
+
+def kl_per_dimension(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """Mean over examples of each dimension's KL to N(0, 1), in nats.  (N, K) each -> (K,).
+    Sums to the mean total KL."""
+    mu, log_var = np.asarray(mu, np.float64), np.asarray(log_var, np.float64)
+    per_dim = kl_std_normal_forward(mu[..., None], log_var[..., None])[0]  # (N, K): one "vector" per dim
+    return per_dim.mean(axis=0)

@@ -1,0 +1,130 @@
+"""Importance-sampled log p(x), gradient estimators and latent diagnostics."""
+import numpy as np
+import pytest
+
+from minivae import VAE
+from minivae.diagnostics import active_units, activity, kl_per_dimension
+from minivae.estimate import estimate_log_px, log_weights, reparam_grad, score_function_grad
+from minivae.gaussian import kl_std_normal_forward, log_density
+from minivae.train import evaluate
+
+D, K = 6, 2
+
+
+def small_vae(**kw):
+    kw = dict(x_dim=D, hidden=(5,), z_dim=K, activation="tanh", dtype="float64", seed=0) | kw
+    return VAE(**kw)
+
+
+def binary(rng, n=3):
+    return (rng.random((n, D)) < 0.5).astype(np.float64)
+
+
+def test_log_weights_are_log_joint_minus_log_proposal():
+    rng = np.random.default_rng(0)
+    vae, x = small_vae(), binary(rng)
+    eps = rng.standard_normal((4, 3, K))
+    t = vae.terms(x, eps)
+    expected = t.log_px_z + log_density(t.z, 0.0, np.zeros(K)) - log_density(t.z, t.mu, t.log_var)
+    np.testing.assert_allclose(log_weights(vae, x, eps), expected, rtol=1e-12)
+    # prior proposal: z = eps and the weight is the likelihood alone
+    np.testing.assert_allclose(log_weights(vae, x, eps, "prior"), _log_px_given(vae, x, eps), rtol=1e-12)
+    with pytest.raises(ValueError, match="posterior"):
+        log_weights(vae, x, eps, "uniform")
+
+
+def _log_px_given(vae, x, z):
+    return vae.likelihood.forward(x, vae._decode(z)[0])[0]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 10_000])
+def test_chunking_does_not_change_the_estimate(rows):
+    """Same noise, any chunk size: the running log-sum-exp equals the direct one."""
+    vae, x, S = small_vae(), binary(np.random.default_rng(1), 5), 50
+    ref = estimate_log_px(vae, x, S, np.random.default_rng(2), rows=10_000)
+    eps = np.random.default_rng(2).standard_normal((S, 5, K))
+    lw = log_weights(vae, x, eps)                                          # (S, N)
+    direct = np.logaddexp.reduce(lw, axis=0) - np.log(S)
+    np.testing.assert_allclose(ref.log_px, direct, rtol=1e-12)
+    w = np.exp(lw - lw.max(0))
+    np.testing.assert_allclose(ref.se, w.std(0) / np.sqrt(S) / w.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(ref.ess, w.sum(0) ** 2 / (w * w).sum(0), rtol=1e-10)
+    if rows >= S * 5:  # one chunk holds everything: the same draws in the same order
+        got = estimate_log_px(vae, x, S, np.random.default_rng(2), rows=rows)
+        np.testing.assert_allclose(got.log_px, ref.log_px, rtol=1e-12)
+    else:  # samples are drawn per chunk: another draw, the same distribution
+        got = estimate_log_px(vae, x, S, np.random.default_rng(2), rows=rows)
+        assert np.all(np.abs(got.log_px - ref.log_px) < 5 * np.hypot(got.se, ref.se) + 1e-9)
+
+
+def test_no_overflow_with_huge_log_weights():
+    vae = small_vae(likelihood="gaussian", obs_scale=1e-3)  # log p(x|z) ~ -1e6
+    x = np.random.default_rng(3).standard_normal((2, D))
+    r = estimate_log_px(vae, x, 100, np.random.default_rng(4), rows=30)
+    assert np.all(np.isfinite(r.log_px)) and np.all(r.log_px < -1e4)
+    assert np.all((r.ess >= 1) & (r.ess <= 100))
+
+
+def test_one_sample_is_the_elbo_in_expectation():
+    rng = np.random.default_rng(5)
+    vae, x = small_vae(), binary(rng, 2)
+    reps = np.array([estimate_log_px(vae, x, 1, rng).log_px for _ in range(4000)])  # (R, N)
+    elbo = vae.elbo(x, rng.standard_normal((20000, 2, K)))
+    se = reps.std(0) / np.sqrt(len(reps))
+    assert np.all(np.abs(reps.mean(0) - elbo) < 4 * se + 0.01)
+
+
+def test_estimate_rejects_bad_sample_counts():
+    with pytest.raises(ValueError, match="S must be >= 1"):
+        estimate_log_px(small_vae(), np.zeros((1, D)), 0, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- gradient estimators
+def test_score_function_and_reparameterization_are_unbiased_and_differ_in_variance():
+    r"""f(z) = sum z^2: E_q f = sum mu^2 + sigma^2, so d/dmu = 2 mu, d/dlog_var = sigma^2."""
+    mu, log_var = np.array([0.3, -1.2]), np.array([0.1, -0.7])
+    eps = np.random.default_rng(6).standard_normal((200_000, 2))
+    sf = score_function_grad(lambda z: np.sum(z * z, -1), mu, log_var, eps)
+    rp = reparam_grad(lambda z: 2 * z, mu, log_var, eps)
+    exact = (2 * mu, np.exp(log_var))
+    for est in (sf, rp):
+        for g, truth in zip(est, exact):
+            se = g.std(0) / np.sqrt(len(g))
+            assert np.all(np.abs(g.mean(0) - truth) < 4 * se)
+    # the score function's variance is far larger here
+    assert np.all(sf[0].var(0) > 4 * rp[0].var(0))
+    assert np.all(sf[1].var(0) > 4 * rp[1].var(0))
+
+
+def test_a_baseline_keeps_the_score_function_unbiased_and_lowers_its_variance():
+    mu, log_var = np.array([0.5]), np.array([0.0])
+    eps = np.random.default_rng(7).standard_normal((100_000, 1))
+    f = lambda z: np.sum(z * z, -1)  # noqa: E731
+    plain = score_function_grad(f, mu, log_var, eps)[0]
+    based = score_function_grad(f, mu, log_var, eps, baseline=float(mu @ mu) + 1.0)[0]  # E f
+    se = based.std(0) / np.sqrt(len(based))
+    assert abs(based.mean() - 2 * mu[0]) < 4 * se[0]
+    assert based.var() < 0.7 * plain.var()
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_active_units_and_kl_per_dimension():
+    rng = np.random.default_rng(8)
+    mu = np.column_stack([rng.standard_normal(500), 0.05 * rng.standard_normal(500), np.zeros(500)])
+    assert active_units(mu) == 1  # variances ~1, ~0.0025, 0
+    np.testing.assert_allclose(activity(mu), mu.var(0))
+    log_var = rng.uniform(-2, 0, (500, 3))
+    per_dim = kl_per_dimension(mu, log_var)
+    assert per_dim.shape == (3,) and np.all(per_dim >= 0)
+    assert per_dim.sum() == pytest.approx(kl_std_normal_forward(mu, log_var)[0].mean(), rel=1e-12)
+
+
+def test_evaluate_reports_everything():
+    rng = np.random.default_rng(9)
+    vae, x = small_vae(), binary(rng, 20)
+    r = evaluate(vae, x, iw=50)
+    assert set(r) >= {"elbo", "active_units", "kl_per_dim", "iw_bound", "nll", "nll_se", "ess",
+                      "iw_samples_per_s"}
+    assert r["nll"] == -r["iw_bound"]
+    assert r["iw_bound"] > -r["elbo"]["loss"] - 4 * r["nll_se"]  # L_50 >= ELBO, up to noise
+    assert 0 <= r["active_units"] <= K and r["nll_se"] > 0
