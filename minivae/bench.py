@@ -1,0 +1,203 @@
+r"""Benchmarks: training and evaluation throughput, against the GEMM floor and PyTorch.
+
+    python -m minivae.bench                      # default MLP VAE, batch sweep, IW evaluation
+    python -m minivae.bench --hidden 200,200 --z-dim 50 --activation tanh
+
+For each batch size it reports, as medians over interleaved repetitions:
+
+* training samples/s of one full step (loss, gradients, Adam);
+* the *GEMM floor*: the time of the same step's matrix products alone, run
+  with the same shapes on the same thread pool, and the fraction of that floor
+  the full step reaches (1.0 would mean everything but the GEMMs is free);
+* if PyTorch is installed, the identical model trained by PyTorch eager (and
+  ``torch.compile`` with ``--compile``): same shapes, float32, same threads,
+  Adam, summed BCE-with-logits + closed-form KL, and the ratio minivae/PyTorch.
+
+Then importance-sampled evaluation (S = 5000 by default) on some test images:
+importance samples/s, the projected time for the 10,000-image test set, and the
+peak memory of the evaluation (NumPy's allocations, via tracemalloc).
+Machines are noisy: every figure comes from one run, the contenders
+interleaved, and medians are quoted.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+
+import numpy as np
+
+from . import optim
+from .estimate import estimate_log_px
+from .vae import VAE
+
+__all__ = ["train_step_timer", "gemm_floor_timer", "torch_step_timer", "main"]
+
+
+def _seconds_per_call(fn, steps: int) -> float:
+    """Mean seconds per call of ``fn`` over ``steps`` calls."""
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps
+
+
+def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator):
+    """A zero-argument function doing one full minivae training step on random binary data."""
+    x = (rng.random((batch, vae.x_dim)) < 0.2).astype(vae.dtype)   # (B, D)
+    eps = rng.standard_normal((batch, vae.z_dim), dtype=vae.dtype)  # (B, K)
+    gflat = np.zeros(vae.n_params, vae.dtype)
+    grads = vae.views(gflat)
+    state = [optim.init_state("adam", vae.flat)]
+
+    def step():
+        vae.loss_and_grads(x, eps, grads=grads)
+        state[0] = optim.adam_step(vae.flat, gflat, state[0], 1e-4)
+    return step
+
+
+def gemm_shapes(vae: VAE, batch: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matrix product one training step needs: per affine layer
+    the forward product, the weight gradient and (except for the first encoder
+    layer, whose input is data) the input gradient."""
+    reads_data = {"enc.0"} if vae.hidden else {"enc.mu", "enc.log_var"}
+    shapes = []
+    for name, (fan_in, fan_out) in ((k[:-2], s) for k, s in vae.shapes.items() if k.endswith(".W")):
+        shapes.append((batch, fan_in, fan_out))       # y = x W
+        shapes.append((fan_in, batch, fan_out))       # dW = x^T dy
+        if name not in reads_data:
+            shapes.append((batch, fan_out, fan_in))   # dx = dy W^T
+    return shapes
+
+
+def gemm_floor_timer(vae: VAE, batch: int, rng: np.random.Generator):
+    """A zero-argument function running exactly the step's GEMMs, into preallocated outputs."""
+    ops = []
+    for m, k, n in gemm_shapes(vae, batch):
+        a = rng.standard_normal((m, k), dtype=vae.dtype)
+        b = rng.standard_normal((k, n), dtype=vae.dtype)
+        ops.append((a, b, np.empty((m, n), vae.dtype)))
+
+    def run():
+        for a, b, out in ops:
+            np.matmul(a, b, out=out)
+    return run
+
+
+def torch_step_timer(vae: VAE, batch: int, rng: np.random.Generator, compile: bool = False):
+    """The identical model and step in PyTorch, or None if PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    try:  # give PyTorch as many threads as NumPy's BLAS uses
+        from threadpoolctl import threadpool_info
+        torch.set_num_threads(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+    except (ImportError, ValueError, KeyError):
+        pass
+    acts = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "softplus": torch.nn.functional.softplus,
+            "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.01)}
+    act = acts[vae.activation]
+    P = {k: torch.tensor(np.array(v, np.float32), requires_grad=True) for k, v in vae.params.items()}
+    L = len(vae.hidden)
+
+    def loss_fn(x, eps):
+        h = x
+        for i in range(L):
+            h = act(h @ P[f"enc.{i}.W"] + P[f"enc.{i}.b"])
+        mu = h @ P["enc.mu.W"] + P["enc.mu.b"]
+        log_var = h @ P["enc.log_var.W"] + P["enc.log_var.b"]
+        z = mu + torch.exp(0.5 * log_var) * eps
+        h = z
+        for i in range(L):
+            h = act(h @ P[f"dec.{i}.W"] + P[f"dec.{i}.b"])
+        logits = h @ P["dec.out.W"] + P["dec.out.b"]
+        recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kl = 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1 - log_var)
+        return (recon + kl) / x.shape[0]
+
+    if compile:
+        loss_fn = torch.compile(loss_fn)
+    opt = torch.optim.Adam(list(P.values()), lr=1e-4)
+    x = torch.tensor((rng.random((batch, vae.x_dim)) < 0.2).astype(np.float32))
+    eps = torch.tensor(rng.standard_normal((batch, vae.z_dim), dtype=np.float32))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(x, eps).backward()
+        opt.step()
+    return step
+
+
+def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, compile: bool) -> None:
+    print(f"training step, float32, Adam ({steps} steps x {reps} interleaved repetitions, medians)")
+    head = f"{'batch':>6} {'minivae/s':>11} {'step ms':>8} {'GEMM ms':>8} {'of floor':>8}"
+    print(head + f" {'torch/s':>11} {'ratio':>6}" + (f" {'compiled/s':>11} {'ratio':>6}" if compile else ""))
+    rng = np.random.default_rng(0)
+    for B in batches:
+        timers = {"minivae": train_step_timer(VAE(**vae_args), B, rng),
+                  "floor": gemm_floor_timer(VAE(**vae_args), B, rng)}
+        t = torch_step_timer(VAE(**vae_args), B, rng)
+        if t is not None:
+            timers["torch"] = t
+            if compile:
+                timers["compiled"] = torch_step_timer(VAE(**vae_args), B, rng, compile=True)
+        for fn in timers.values():  # warm up (and compile)
+            for _ in range(5):
+                fn()
+        times = {k: [] for k in timers}
+        for _ in range(reps):
+            for k, fn in timers.items():
+                times[k].append(_seconds_per_call(fn, steps))
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        line = (f"{B:>6} {B / med['minivae']:>11,.0f} {med['minivae'] * 1e3:>8.2f} "
+                f"{med['floor'] * 1e3:>8.2f} {med['floor'] / med['minivae']:>8.0%}")
+        if "torch" in med:
+            line += f" {B / med['torch']:>11,.0f} {med['torch'] / med['minivae']:>6.2f}"
+        else:
+            line += f" {'(no torch)':>11} {'':>6}"
+        if "compiled" in med:
+            line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / med['minivae']:>6.2f}"
+        print(line, flush=True)
+
+
+def bench_evaluation(vae_args: dict, S: int, images: int, test_images: int = 10_000) -> None:
+    vae = VAE(**vae_args)
+    rng = np.random.default_rng(1)
+    x = (rng.random((images, vae.x_dim)) < 0.2).astype(vae.dtype)
+    estimate_log_px(vae, x[:1], min(S, 500), rng)  # warm up
+    tracemalloc.start()
+    start = time.perf_counter()
+    estimate_log_px(vae, x, S, rng)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rate = images * S / seconds
+    print(f"importance-sampled evaluation, S={S}: {rate:,.0f} importance samples/s "
+          f"({images} images in {seconds:.1f} s); {test_images:,} test images would take "
+          f"{test_images * S / rate / 60:.1f} min; peak NumPy memory {peak / 2**20:.0f} MiB")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m minivae.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--hidden", default="400", help="hidden widths (default 400)")
+    p.add_argument("--z-dim", type=int, default=20)
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--batch-sizes", default="32,128,512")
+    p.add_argument("--steps", type=int, default=20, help="steps per timing (default 20)")
+    p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default 7)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--iw", type=int, default=5000, help="importance samples (default 5000; 0 skips)")
+    p.add_argument("--iw-images", type=int, default=20, help="images timed for the IW evaluation")
+    a = p.parse_args(argv)
+    vae_args = dict(x_dim=784, hidden=tuple(int(h) for h in a.hidden.split(",")), z_dim=a.z_dim,
+                    activation=a.activation, dtype="float32")
+    print(f"model 784-{a.hidden.replace(',', '-')}-{a.z_dim} {a.activation}, bernoulli")
+    bench_training(vae_args, [int(b) for b in a.batch_sizes.split(",")], a.steps, a.reps, a.compile)
+    if a.iw:
+        bench_evaluation(vae_args, a.iw, a.iw_images)
+
+
+if __name__ == "__main__":
+    main()
