@@ -36,12 +36,23 @@ def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray):
     return x @ W + b, AffineCache(x, W)
 
 
-def affine_backward(dy: np.ndarray, cache: AffineCache):
+def affine_backward(dy: np.ndarray, cache: AffineCache, out: tuple | None = None,
+                    input_grad: bool = True):
     r"""$\bar x = \bar y W^\top$, $\bar W = x^\top \bar y$, $\bar b = \sum_n \bar y_n$.
 
-    dy (N, H) -> dx (N, D), dW (D, H), db (H,).
+    dy (N, H) -> dx (N, D), dW (D, H), db (H,). Two options serve the training
+    loop: ``out=(dW, db)`` writes the parameter gradients into preallocated
+    arrays (no temporaries), and ``input_grad=False`` skips $\bar x$ (returned
+    as None) for a layer whose input is data: that product is as large as the
+    others and nobody needs it.
     """
-    return dy @ cache.W.T, cache.x.T @ dy, dy.sum(axis=0)
+    dx = dy @ cache.W.T if input_grad else None
+    if out is None:
+        return dx, cache.x.T @ dy, dy.sum(axis=0)
+    dW, db = out
+    np.matmul(cache.x.T, dy, out=dW)
+    np.sum(dy, axis=0, out=db)
+    return dx, dW, db
 
 
 # Activations: elementwise, any shape. Each cache keeps what its derivative needs.

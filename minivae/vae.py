@@ -163,11 +163,13 @@ class VAE:
             caches.append((c_aff, c_act))
         return h, caches
 
-    def _mlp_backward(self, dh: np.ndarray, caches, prefix: str, grads: dict) -> np.ndarray:
+    def _mlp_backward(self, dh: np.ndarray, caches, prefix: str, grads: dict,
+                      input_grad: bool = True) -> np.ndarray | None:
         for i in reversed(range(len(caches))):
             c_aff, c_act = caches[i]
-            dh, grads[f"{prefix}.{i}.W"][...], grads[f"{prefix}.{i}.b"][...] = \
-                affine_backward(self._act_backward(dh, c_act), c_aff)
+            dh = affine_backward(self._act_backward(dh, c_act), c_aff,
+                                 out=(grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"]),
+                                 input_grad=input_grad or i > 0)[0]
         return dh
 
     def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +242,8 @@ class VAE:
         dlog_px_z = np.full((S, N), -1.0 / (S * N), dtype=self.dtype)
         dout = self.likelihood.backward(dlog_px_z, c_lik)                    # (S, N, P)
         (dec_caches, c_out) = dec_cache
-        dh, grads["dec.out.W"][...], grads["dec.out.b"][...] = affine_backward(
-            dout.reshape(S * N, -1), c_out)                                 # (S*N, H)
+        dh = affine_backward(dout.reshape(S * N, -1), c_out,
+                             out=(grads["dec.out.W"], grads["dec.out.b"]))[0]  # (S*N, H)
         dz = self._mlp_backward(dh, dec_caches, "dec", grads)               # (S*N, K)
         dmu, dlog_var, _ = gaussian.reparameterize_backward(dz.reshape(S, N, -1), c_rep)
         dmu_kl, dlv_kl = gaussian.kl_std_normal_backward(
@@ -249,7 +251,10 @@ class VAE:
         dmu += dmu_kl
         dlog_var += dlv_kl
         enc_caches, c_mu, c_lv = enc_cache
-        dh_mu, grads["enc.mu.W"][...], grads["enc.mu.b"][...] = affine_backward(dmu, c_mu)
-        dh_lv, grads["enc.log_var.W"][...], grads["enc.log_var.b"][...] = affine_backward(dlog_var, c_lv)
-        self._mlp_backward(dh_mu + dh_lv, enc_caches, "enc", grads)
+        deep = bool(self.hidden)  # with no hidden layer the heads read x itself: no dx needed
+        dh_mu = affine_backward(dmu, c_mu, out=(grads["enc.mu.W"], grads["enc.mu.b"]), input_grad=deep)[0]
+        dh_lv = affine_backward(dlog_var, c_lv, out=(grads["enc.log_var.W"], grads["enc.log_var.b"]),
+                                input_grad=deep)[0]
+        if deep:
+            self._mlp_backward(dh_mu + dh_lv, enc_caches, "enc", grads, input_grad=False)
         return LossAndGrads(loss, grads, recon, kl)

@@ -63,6 +63,18 @@ def test_affine_forward_values():
     np.testing.assert_array_equal(y, [[5.5, 1.0, 0.0]])
 
 
+def test_affine_backward_into_buffers_and_without_input_gradient():
+    rng = np.random.default_rng(11)
+    x, W, b, dy = (rng.standard_normal(s) for s in [(5, 4), (4, 3), (3,), (5, 3)])
+    cache = affine_forward(x, W, b)[1]
+    dx, dW, db = affine_backward(dy, cache)
+    bufW, bufb = np.full((4, 3), np.nan), np.full(3, np.nan)
+    dx2, dW2, db2 = affine_backward(dy, cache, out=(bufW, bufb), input_grad=False)
+    assert dx2 is None and dW2 is bufW and db2 is bufb
+    np.testing.assert_allclose(bufW, dW, rtol=1e-15)
+    np.testing.assert_allclose(bufb, db, rtol=1e-15)
+
+
 def test_affine_backward_shapes_and_bias_sum():
     rng = np.random.default_rng(0)
     x, W, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), rng.standard_normal(2)
