@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 
 from minivae.gaussian import entropy, kl_std_normal_forward, log_density, reparameterize_forward
+from minivae.gradcheck import check_backward
 from minivae.likelihoods import gaussian_forward
 from minivae.objectives import elbo_joint_form, elbo_kl_form, expected_log_prior, nats_to_bits_per_dim
 
@@ -111,3 +112,34 @@ def test_objectives_keep_float32(dtype, mu_lv):
                   nats_to_bits_per_dim(kl, 7)):
         assert value.dtype == dtype and value.shape == (n,)
         assert np.all(np.isfinite(value))
+
+
+def test_iw_bound_backward_gradcheck_and_values():
+    from minivae.objectives import iw_bound_backward, iw_bound_forward
+    rng = np.random.default_rng(21)
+    log_w = rng.standard_normal((5, 3)) * 3
+    errors = check_backward(iw_bound_forward, iw_bound_backward, [log_w], rng)
+    assert max(errors) <= 1e-7
+    bound, cache = iw_bound_forward(log_w)
+    np.testing.assert_allclose(bound, np.log(np.exp(log_w).mean(0)), rtol=1e-13)
+    np.testing.assert_allclose(cache.weights.sum(0), 1.0, rtol=1e-14)
+    huge = iw_bound_forward(log_w - 1e5)[0]  # no underflow: shifted by the max
+    np.testing.assert_allclose(huge, bound - 1e5, rtol=1e-12)
+    one = iw_bound_forward(log_w[:1])[0]  # S = 1: the single-sample ELBO
+    np.testing.assert_array_equal(one, log_w[0])
+
+
+def test_free_bits_backward_gradcheck_and_values():
+    from minivae.objectives import free_bits_backward, free_bits_forward
+    rng = np.random.default_rng(22)
+    kl_dims = rng.uniform(0, 2, (6, 4))
+    kl_dims[:, 0] *= 0.05  # a dimension well below the floor
+    floor = 0.5
+    fwd = lambda k: free_bits_forward(k, floor)  # noqa: E731
+    assert max(check_backward(fwd, free_bits_backward, [kl_dims], rng)) <= 1e-7
+    value, cache = fwd(kl_dims)
+    assert value == pytest.approx(np.maximum(kl_dims.mean(0), floor).sum(), rel=1e-14)
+    grad = free_bits_backward(1.0, cache)
+    np.testing.assert_array_equal(grad[:, 0], 0.0)  # below the floor: no gradient
+    np.testing.assert_allclose(grad[:, 1:], 1 / 6)
+    assert free_bits_backward(1.0, free_bits_forward(kl_dims.astype(np.float32), floor)[1]).dtype == np.float32
