@@ -20,7 +20,8 @@ from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import nats_to_bits_per_dim
 from .optim import OPTIMIZERS
-from .train import DATASETS, TrainConfig, TrainingError, evaluate, load_run, load_split, train
+from .train import (DATASETS, N_CLASSES, TrainConfig, TrainingError, evaluate, load_run, load_split,
+                    one_hot, train)
 
 USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)
 
@@ -32,32 +33,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
+def _number(kind, lowest: float, what: str):
+    """An argparse type: parse with ``kind``, then require a finite value >= lowest."""
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        if not (v >= lowest and v < float("inf")):  # also rejects nan
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+        return v
+    return parse
 
 
-def nonneg_int(s: str) -> int:
-    return 0 if s.strip() == "0" else positive_int(s)
-
-
-def positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
-
-
-def nonneg_float(s: str) -> float:
-    return 0.0 if s.strip() in ("0", "0.0") else positive_float(s)
+positive_int = _number(int, 1, "a positive integer")
+nonneg_int = _number(int, 0, "an integer >= 0")
+positive_float = _number(float, float.fromhex("0x1p-1074"), "a positive number")
+nonneg_float = _number(float, 0.0, "a number >= 0")
 
 
 def hidden_widths(s: str) -> tuple[int, ...]:
@@ -93,6 +85,12 @@ def build_parser() -> Parser:
     opt("--binarize", choices=("auto", "dynamic", "static", "none"),
         help="binarization of the pixels; auto = dynamic for bernoulli (default auto)")
     opt("--dataset", choices=DATASETS, help=f"(default {d.dataset})")
+    opt("--conditional", action="store_true", default=None,
+        help="conditional VAE: feed the one-hot digit label to encoder and decoder")
+    opt("--objective", choices=("elbo", "iwae"), help="elbo, or the importance-weighted bound (default elbo)")
+    opt("--samples", type=positive_int, help="latent samples per example per step, S (default 1)")
+    opt("--warmup-epochs", type=nonneg_float, help="ramp the KL weight from 0 to beta over these epochs (default 0)")
+    opt("--free-bits", type=nonneg_float, help="floor on each latent dimension's batch-mean KL, nats (default 0)")
     opt("--train-size", type=nonneg_int, help="use only the first n training images (default 0: all)")
     opt("--test-size", type=nonneg_int, help="use only the first n test images (default 0: all)")
     opt("--dtype", choices=("float32", "float64"), help=f"(default {d.dtype})")
@@ -125,6 +123,14 @@ def config_from_args(args, base: TrainConfig) -> TrainConfig:
     return dataclasses.replace(base, **given)
 
 
+def bits_text(nats: float, dims: int, likelihood: str) -> str:
+    """Bits per dimension for discrete data; for a density (continuous likelihood on
+    8-bit pixels) nats are not comparable to bits of a code, so say so."""
+    if likelihood in ("bernoulli", "categorical"):
+        return f"{nats_to_bits_per_dim(nats, dims):.4f} bits/dim"
+    return "bits/dim n/a for a density"
+
+
 def next_run_dir(root: Path = Path("runs")) -> Path:
     i = 1
     while (root / f"run-{i:03d}").exists():
@@ -146,7 +152,7 @@ def cmd_train(args) -> int:
     row = train(cfg, out, resume=args.resume, progress=not args.no_progress, figures=not args.no_figures)
     if row:
         print(f"final test -ELBO {row['test_loss']:.2f} nats/example "
-              f"({nats_to_bits_per_dim(row['test_loss'], 784):.4f} bits/dim), "
+              f"({bits_text(row['test_loss'], cfg.x_dim, cfg.likelihood)}), "
               f"recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f}; "
               f"{row['epoch']} epochs, training {row['seconds']:.0f} s, this command "
               f"{time.perf_counter() - start:.0f} s; saved in {out}")
@@ -160,7 +166,12 @@ def cmd_sample(args) -> int:
     z = np.random.default_rng(args.seed).standard_normal((args.n, vae.z_dim))  # (n, K)
     folder = resolve_checkpoint(args.checkpoint).parent
     path = args.output or folder / f"samples-seed{args.seed}.png"
-    save_image_grid(vae.decode_mean(z), path, title=f"{args.n} samples from the prior")
+    if cfg.conditional:  # the same n z's decoded as every class: one row per class
+        labels = np.repeat(np.arange(N_CLASSES), args.n)
+        images = vae.decode_mean(np.tile(z, (N_CLASSES, 1)), one_hot(labels, dtype=vae.dtype))
+        save_image_grid(images, path, ncol=args.n, title="one row per class, the same z in each column")
+    else:
+        save_image_grid(vae.decode_mean(z), path, title=f"{args.n} samples from the prior")
     print(f"wrote {path}")
     return 0
 
@@ -169,19 +180,20 @@ def cmd_evaluate(args) -> int:
     cfg, vae, _, rs = load_run(args.checkpoint)
     if args.test_size is not None:
         cfg = dataclasses.replace(cfg, test_size=args.test_size)
-    x, _ = load_split(cfg, "test")
+    x, y = load_split(cfg, "test")
     D, N = vae.x_dim, len(x)
+    c = one_hot(y, dtype=vae.dtype) if cfg.conditional else None
     print(f"{resolve_checkpoint(args.checkpoint)}: {rs.epoch} epochs, {rs.step} steps, "
           f"trained {rs.seconds:.0f} s; {N} test images")
     start = time.perf_counter()
-    r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None)
+    r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None, c=c)
     el = r["elbo"]
-    bits = lambda nats: nats_to_bits_per_dim(nats, D)  # noqa: E731
-    print(f"test -ELBO (1 sample)   {el['loss']:9.3f} nats  {bits(el['loss']):.4f} bits/dim   "
+    bits = lambda nats: bits_text(nats, D, vae.likelihood_name)  # noqa: E731
+    print(f"test -ELBO (1 sample)   {el['loss']:9.3f} nats  {bits(el['loss'])}   "
           f"distortion {el['recon']:.3f}  rate (KL) {el['kl']:.3f}")
     if args.iw:
         print(f"IW bound L_{args.iw:<6d}      {r['iw_bound']:9.3f} nats")
-        print(f"NLL estimate  -L_{args.iw:<6d} {r['nll']:9.3f} nats  {bits(r['nll']):.4f} bits/dim   "
+        print(f"NLL estimate  -L_{args.iw:<6d} {r['nll']:9.3f} nats  {bits(r['nll'])}   "
               f"+- {r['nll_se']:.3f} (Monte Carlo s.e.)   mean ESS {r['ess']:.0f} of {args.iw}")
     kl = r["kl_per_dim"]
     top = ", ".join(f"z{k}: {kl[k]:.2f}" for k in np.argsort(kl)[::-1][:5])

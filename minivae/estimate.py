@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .gaussian import (log_density, log_density_backward, log_density_forward,
-                       reparameterize_backward, reparameterize_forward, std)
+                       reparameterize_backward, reparameterize_forward)
 from .vae import VAE
 
 __all__ = ["LogLikelihood", "log_weights", "estimate_log_px", "score_function_grad",
@@ -45,33 +45,33 @@ class LogLikelihood(NamedTuple):
     ess: np.ndarray     # effective sample size (sum w)^2 / sum w^2, in [1, S]
 
 
-def log_weights(vae: VAE, x: np.ndarray, eps: np.ndarray, proposal: str = "posterior") -> np.ndarray:
+def log_weights(vae: VAE, x: np.ndarray, eps: np.ndarray, proposal: str = "posterior",
+                c: np.ndarray | None = None) -> np.ndarray:
     r"""$\log w_s = \log p(x \mid z_s) + \log p(z_s) - \log r(z_s)$ for the given noise.
 
-    x (N, D), eps (S, N, K) standard normal -> log w (S, N).
+    x (N, D), eps (S, N, K) standard normal [, context c (N, C)] -> log w (S, N).
     ``proposal="posterior"``: $z = \mu + \sigma\epsilon$ from the encoder, $r = q(z\mid x)$.
     ``proposal="prior"``: $z = \epsilon$, $r = p(z)$, so $\log w = \log p(x \mid z)$.
     """
     if proposal == "posterior":
-        mu, log_var = vae.encode(x)                                   # (N, K) each
-        z = mu + std(log_var) * eps                                   # (S, N, K)
+        mu, log_var = vae.encode(x, c)                                # (N, K) each
+        z = reparameterize_forward(mu, log_var, eps)[0]               # (S, N, K)
         log_r = log_density(z, mu, log_var)                           # (S, N)
         log_pz = log_density(z, 0.0, np.zeros_like(log_var))
     elif proposal == "prior":
         z, log_r, log_pz = eps, 0.0, 0.0
     else:
         raise ValueError(f"proposal must be 'posterior' or 'prior', got {proposal!r}")
-    out = vae._decode(z)[0]                                           # (S, N, P)
-    log_px_z = vae.likelihood.forward(vae._as_x(x), out)[0]           # (S, N)
-    return log_px_z + log_pz - log_r
+    return vae.log_px_z(x, z, c) + log_pz - log_r
 
 
 def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
                     proposal: str = "posterior", rows: int = 8192,
-                    progress: Callable[[int], None] | None = None) -> LogLikelihood:
+                    progress: Callable[[int], None] | None = None,
+                    c: np.ndarray | None = None) -> LogLikelihood:
     r"""Importance-sampled $\log p(x)$ with $S$ samples per example, in chunks.
 
-    x (N, D) -> :class:`LogLikelihood` of (N,) arrays. At most ``rows`` latent
+    x (N, D) [, context c (N, C)] -> :class:`LogLikelihood` of (N,) arrays. At most ``rows`` latent
     samples are decoded at once (peak memory about ``rows`` x D x 3 floats of
     the model's dtype), so any S and N fit; the log-weights are accumulated
     with a running maximum so no exponential overflows. ``progress(n)`` is
@@ -86,6 +86,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
     out = LogLikelihood(np.empty(N), np.empty(N), np.empty(N))
     for i in range(0, N, n_ex):
         xb = x[i:i + n_ex]                # (n, D)
+        cb = None if c is None else c[i:i + n_ex]
         n = len(xb)
         m = np.full(n, -np.inf)           # running max of log w
         s1 = np.zeros(n)                  # sum exp(log w - m)
@@ -93,7 +94,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
         for j in range(0, S, s_chunk):
             s = min(s_chunk, S - j)
             eps = rng.standard_normal((s, n, K), dtype=vae.dtype)  # (s, n, K)
-            lw = log_weights(vae, xb, eps, proposal).astype(np.float64)  # (s, n)
+            lw = log_weights(vae, xb, eps, proposal, cb).astype(np.float64)  # (s, n)
             m_new = np.maximum(m, lw.max(axis=0))
             scale = np.exp(m - m_new)     # rescale the old sums to the new max
             e = np.exp(lw - m_new)        # (s, n)
@@ -123,7 +124,7 @@ def score_function_grad(f: Callable[[np.ndarray], np.ndarray], mu: np.ndarray, l
     z, _ = reparameterize_forward(mu, log_var, eps)                    # (S, K)
     _, cache = log_density_forward(z, mu, log_var)
     fz = f(z) - baseline                                              # (S,)
-    _, dmu, dlog_var = log_density_backward(np.ones(len(eps)), cache)  # d log q / d(mu, log_var)
+    _, dmu, dlog_var = log_density_backward(np.ones(len(eps), z.dtype), cache)  # d log q / d(mu, log_var)
     return fz[:, None] * dmu, fz[:, None] * dlog_var
 
 

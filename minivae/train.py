@@ -18,7 +18,9 @@ import io
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +29,15 @@ from typing import Callable, TextIO
 import numpy as np
 
 from . import optim
-from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, check_compatible, load_checkpoint, resolve_checkpoint,
+                         save_checkpoint)
 from .data import binarize, binarize_static, load_mnist, validate_data
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .vae import VAE
 
 __all__ = ["TrainConfig", "Dataset", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
-           "TrainingError", "MODEL_KEYS"]
+           "TrainingError", "one_hot"]
 
 #: test-set binarization and evaluation noise are fixed, so every run is scored alike.
 EVAL_SEED = 20151231
@@ -65,13 +68,18 @@ class TrainConfig:
     test_size: int = 0      # 0: the whole test set
     dtype: str = "float32"
     eval_every: int = 1     # test -ELBO every n epochs (and after the last)
+    conditional: bool = False  # feed the one-hot label to encoder and decoder (conditional VAE)
+    objective: str = "elbo"    # elbo | iwae (the importance-weighted bound with `samples` samples)
+    samples: int = 1           # S latent samples per example in each training step
+    warmup_epochs: float = 0.0  # the KL weight ramps linearly from 0 to beta over these epochs
+    free_bits: float = 0.0     # per-dimension floor on the batch-mean KL, in nats (0: off)
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.z_dim >= 1, "z-dim must be >= 1"),
-            (len(self.hidden) >= 0 and all(h >= 1 for h in self.hidden), "hidden widths must be >= 1"),
+            (all(h >= 1 for h in self.hidden), "hidden widths must be >= 1"),
             (self.batch_size >= 1, "batch-size must be >= 1"),
             (math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
             (math.isfinite(self.lr_final) and self.lr_final >= 0, "lr-final must be a number >= 0"),
@@ -80,6 +88,10 @@ class TrainConfig:
             (math.isfinite(self.obs_scale) and self.obs_scale > 0, "obs-scale must be a positive number"),
             (self.train_size >= 0 and self.test_size >= 0, "train-size and test-size must be >= 0"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.samples >= 1, "samples must be >= 1"),
+            (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup-epochs must be >= 0"),
+            (math.isfinite(self.free_bits) and self.free_bits >= 0, "free-bits must be >= 0"),
+            (self.test_size != 1, "test-size must be 0 (all) or at least 2"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -88,12 +100,14 @@ class TrainConfig:
             ("likelihood", self.likelihood, LIKELIHOODS), ("activation", self.activation, ACTIVATIONS),
             ("optimizer", self.optimizer, optim.OPTIMIZERS), ("dataset", self.dataset, DATASETS),
             ("binarize", self.binarize, ("auto", "dynamic", "static", "none")),
-            ("dtype", self.dtype, ("float32", "float64")),
+            ("dtype", self.dtype, ("float32", "float64")), ("objective", self.objective, ("elbo", "iwae")),
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.resolved_binarize() != "none" and self.likelihood != "bernoulli":
             raise ValueError(f"binarize={self.binarize} only makes sense with the bernoulli likelihood")
+        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs or self.free_bits):
+            raise ValueError("the iwae objective takes neither beta != 1, warm-up nor free bits")
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of epoch ``epoch`` (0-based): constant, or geometric
@@ -101,6 +115,13 @@ class TrainConfig:
         if not self.lr_final or self.epochs == 1:
             return self.lr
         return self.lr * (self.lr_final / self.lr) ** (epoch / (self.epochs - 1))
+
+    def beta_at(self, epoch: float) -> float:
+        """The KL weight at (fractional) epoch ``epoch``: beta, ramped up linearly from 0
+        over the first ``warmup_epochs``."""
+        if self.warmup_epochs and epoch < self.warmup_epochs:
+            return self.beta * epoch / self.warmup_epochs
+        return self.beta
 
     def resolved_binarize(self) -> str:
         if self.binarize == "auto":
@@ -121,18 +142,17 @@ class TrainConfig:
         return cls(**d)
 
     def model(self) -> VAE:
-        return VAE(x_dim=self._x_dim, hidden=self.hidden, z_dim=self.z_dim, likelihood=self.likelihood,
-                   activation=self.activation, seed=self.seed, dtype=self.dtype, obs_scale=self.obs_scale)
+        return VAE(x_dim=self.x_dim, hidden=self.hidden, z_dim=self.z_dim, likelihood=self.likelihood,
+                   activation=self.activation, seed=self.seed, dtype=self.dtype, obs_scale=self.obs_scale,
+                   c_dim=N_CLASSES if self.conditional else 0)
 
     @property
-    def _x_dim(self) -> int:
+    def x_dim(self) -> int:
         return DATASET_DIMS[self.dataset]
 
 
-#: the keys that fix a checkpoint's arrays; a resumed run may not change them.
-MODEL_KEYS = ("dataset", "z_dim", "hidden", "likelihood", "activation", "optimizer", "dtype")
-
 DATASETS = ("mnist",)
+N_CLASSES = 10
 DATASET_DIMS = {"mnist": 784}
 
 
@@ -159,19 +179,26 @@ def load_split(cfg: TrainConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def one_hot(labels: np.ndarray, n: int = N_CLASSES, dtype="float32") -> np.ndarray:
+    """labels (N,) ints in [0, n) -> (N, n) one-hot rows."""
+    return np.eye(n, dtype=dtype)[labels]
+
+
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """Training and test data as the config asks (see :func:`load_split`)."""
     return Dataset(*load_split(cfg, "train"), *load_split(cfg, "test"))
 
 
-def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1000) -> dict:
-    """Mean -ELBO, distortion and rate over ``x`` (N, D) with one latent sample per
-    example, the noise fixed by ``seed``. Returns {"loss", "recon", "kl"} in nats/example."""
+def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1000,
+                  c: np.ndarray | None = None) -> dict:
+    """Mean -ELBO, distortion and rate over ``x`` (N, D) [context c (N, C)] with one
+    latent sample per example, the noise fixed by ``seed``. Returns {"loss",
+    "recon", "kl"} in nats/example."""
     rng = np.random.default_rng(seed)
     recon = kl = 0.0
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
-        t = vae.terms(xb, rng.standard_normal((len(xb), vae.z_dim)))
+        t = vae.terms(xb, rng.standard_normal((len(xb), vae.z_dim)), None if c is None else c[i:i + batch])
         recon -= float(t.log_px_z.sum())
         kl += float(t.kl.sum())
     n = len(x)
@@ -179,7 +206,7 @@ def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1
 
 
 def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, c: np.ndarray | None = None) -> dict:
     """Everything ``python -m minivae evaluate`` reports about a model on data x (N, D).
 
     Keys: "elbo" (dict from :func:`evaluate_elbo`), "active_units", "kl_per_dim" (K,),
@@ -191,12 +218,14 @@ def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
     from .diagnostics import active_units, kl_per_dimension
     from .estimate import estimate_log_px
 
-    mu, log_var = np.concatenate([np.stack(vae.encode(x[i:i + 1000])) for i in range(0, len(x), 1000)], axis=1)
-    out = {"elbo": evaluate_elbo(vae, x, seed), "active_units": active_units(mu),
+    parts = [np.stack(vae.encode(x[i:i + 1000], None if c is None else c[i:i + 1000]))
+             for i in range(0, len(x), 1000)]
+    mu, log_var = np.concatenate(parts, axis=1)                                      # (N, K) each
+    out = {"elbo": evaluate_elbo(vae, x, seed, c=c), "active_units": active_units(mu),
            "kl_per_dim": kl_per_dimension(mu, log_var)}
     if iw:
         start = time.perf_counter()
-        est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress)
+        est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress, c=c)
         seconds = time.perf_counter() - start
         out.update(iw_bound=float(est.log_px.mean()), nll=-float(est.log_px.mean()),
                    nll_se=float(np.sqrt(np.sum(est.se ** 2)) / len(x)), ess=float(est.ess.mean()),
@@ -237,7 +266,7 @@ def save_run(out: Path, cfg: TrainConfig, vae: VAE, opt_state, rs: RunState) -> 
     return path
 
 
-METRIC_KEYS = ("epoch", "step", "train_loss", "train_recon", "train_kl",
+METRIC_KEYS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective",
                "test_loss", "test_recon", "test_kl", "seconds")
 
 
@@ -306,22 +335,52 @@ class Progress:
 
 
 # ---------------------------------------------------------------- the loop
+class _StopRequest:
+    """Ctrl-C (SIGINT) only raises a flag; the loop stops at the next consistent point.
+
+    An interrupt between the optimizer's in-place update and the bookkeeping of
+    the step would save updated parameters with the old position, and the
+    resumed run would apply that batch twice. A second Ctrl-C interrupts at once
+    (and then nothing is saved: the previous checkpoint stays)."""
+
+    def __init__(self):
+        self.requested, self._old = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
           stream: TextIO = sys.stdout, figures: bool = True,
           data: Dataset | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Train a VAE as ``cfg`` says, in the run folder ``out``; returns the final metrics row.
 
-    With ``resume`` the run continues from ``out``'s checkpoint (its stored config
-    must match ``cfg`` in :data:`MODEL_KEYS` and the other training options except
-    ``epochs``). Ctrl-C saves a checkpoint before exiting. ``progress`` turns the
-    live status line on a terminal on or off; one line per epoch is always
-    written to ``stream``. ``on_step(step)`` is
-    called after every optimizer step (used by tests to inject faults).
+    With ``resume`` the run continues from ``out``'s checkpoint; its stored config
+    must equal ``cfg`` except ``epochs`` (which may grow unless the learning rate
+    decays over the epochs). Ctrl-C saves a checkpoint at the next consistent
+    point and raises KeyboardInterrupt. ``progress`` turns the live status line
+    on a terminal on or off; one line per epoch is always written to ``stream``.
+    ``on_step(step)`` is called after every optimizer step (tests inject faults there).
     """
     out = Path(out)
     if resume:
         stored, vae, opt_state, rs = load_run(out)
-        _check_resume(stored, cfg)
+        _check_resume(stored, cfg, out)
     else:
         if (out / "checkpoint.npz").exists():
             raise TrainingError(f"{out} already holds a checkpoint: pass --resume to continue it, "
@@ -332,67 +391,83 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
         rs = RunState()
     (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
     data = data if data is not None else load_dataset(cfg)
-    n, B = len(data.x_train), cfg.batch_size
+    n, B, S = len(data.x_train), cfg.batch_size, cfg.samples
     nb = -(-n // B)
     gflat = np.zeros(vae.n_params, dtype=vae.dtype)
     grads = vae.views(gflat)
     dynamic = cfg.resolved_binarize() == "dynamic"
+    c_test = one_hot(data.y_test, dtype=vae.dtype) if cfg.conditional else None
     prog = Progress(stream, progress)
     if rs.epoch >= cfg.epochs:
         prog.line(f"{out}: already trained for {rs.epoch} epochs")
-    t0 = None  # start of the timed part of the current epoch
+    t0 = None        # start of the timed part of the current epoch
+    consistent = True  # False between the optimizer's update and the step's bookkeeping
     try:
-        while rs.epoch < cfg.epochs:
-            order = epoch_order(cfg.seed, rs.epoch, n)
-            lr = cfg.lr_at(rs.epoch)
-            t0, n0 = time.perf_counter(), rs.train_sums["n"]
-            while rs.batch < nb:
-                idx = order[rs.batch * B:(rs.batch + 1) * B]
-                rng = batch_rng(cfg.seed, rs.epoch, rs.batch)
-                xb = data.x_train[idx]  # (B, D)
-                if dynamic:
-                    xb = binarize(xb, rng)
-                eps = rng.standard_normal((len(idx), cfg.z_dim), dtype=vae.dtype)  # (B, K)
-                res = vae.loss_and_grads(xb, eps, beta=cfg.beta, grads=grads)
-                _check_finite(res, gflat, rs, out)
-                opt_state = optim.step(vae.flat, gflat, opt_state, lr)
+        with _StopRequest() as stop:
+            while rs.epoch < cfg.epochs:
+                order = epoch_order(cfg.seed, rs.epoch, n)
+                lr = cfg.lr_at(rs.epoch)
+                t0, n0 = time.perf_counter(), rs.train_sums["n"]
+                while rs.batch < nb:
+                    stop.check()
+                    idx = order[rs.batch * B:(rs.batch + 1) * B]
+                    rng = batch_rng(cfg.seed, rs.epoch, rs.batch)
+                    xb = data.x_train[idx]  # (B, D)
+                    if dynamic:
+                        xb = binarize(xb, rng)
+                    eps = rng.standard_normal((S, len(idx), cfg.z_dim), dtype=vae.dtype)  # (S, B, K)
+                    c = one_hot(data.y_train[idx], dtype=vae.dtype) if cfg.conditional else None
+                    beta = cfg.beta_at(rs.epoch + rs.batch / nb)
+                    res = vae.loss_and_grads(xb, eps, beta=beta, grads=grads, c=c, objective=cfg.objective,
+                                             free_bits=cfg.free_bits)
+                    _check_finite(res, gflat, rs, out)
+                    consistent = False
+                    opt_state = optim.step(vae.flat, gflat, opt_state, lr)
+                    s = rs.train_sums
+                    m = len(idx)
+                    s["loss"] += (res.recon + res.kl) * m
+                    s["objective"] = s.get("objective", 0.0) + res.loss * m
+                    s["recon"] += res.recon * m
+                    s["kl"] += res.kl * m
+                    s["n"] += m
+                    rs.batch += 1
+                    rs.step += 1
+                    consistent = True
+                    if on_step is not None:
+                        on_step(rs.step)
+                    rate = (s["n"] - n0) / max(time.perf_counter() - t0, 1e-9)  # samples/s
+                    eta = ((cfg.epochs - rs.epoch) * n - s["n"]) / rate
+                    prog.update(rs.epoch, cfg.epochs, rs.batch - 1, nb, s["loss"] / s["n"],
+                                s["recon"] / s["n"], s["kl"] / s["n"], rate, eta)
+                epoch_seconds = time.perf_counter() - t0
+                t0 = None
+                last = rs.epoch + 1 == cfg.epochs
+                test = evaluate_elbo(vae, data.x_test, c=c_test) \
+                    if last or (rs.epoch + 1) % cfg.eval_every == 0 else dict.fromkeys(("loss", "recon", "kl"))
                 s = rs.train_sums
-                m = len(idx)
-                s["loss"] += res.loss * m
-                s["recon"] += res.recon * m
-                s["kl"] += res.kl * m
-                s["n"] += m
-                rs.batch += 1
-                rs.step += 1
-                if on_step is not None:
-                    on_step(rs.step)
-                rate = (s["n"] - n0) / max(time.perf_counter() - t0, 1e-9)  # samples/s
-                eta = ((cfg.epochs - rs.epoch) * n - s["n"]) / rate
-                prog.update(rs.epoch, cfg.epochs, rs.batch - 1, nb, s["loss"] / s["n"],
-                            s["recon"] / s["n"], s["kl"] / s["n"], rate, eta)
-            epoch_seconds = time.perf_counter() - t0
-            rs.seconds += epoch_seconds
-            t0 = None
-            last = rs.epoch + 1 == cfg.epochs
-            nan = {"loss": math.nan, "recon": math.nan, "kl": math.nan}
-            test = evaluate_elbo(vae, data.x_test) if last or (rs.epoch + 1) % cfg.eval_every == 0 else nan
-            s = rs.train_sums
-            row = {"epoch": rs.epoch + 1, "step": rs.step, "train_loss": s["loss"] / s["n"],
-                   "train_recon": s["recon"] / s["n"], "train_kl": s["kl"] / s["n"],
-                   "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-                   "seconds": rs.seconds}
-            rs.history.append(row)
-            rs.epoch, rs.batch = rs.epoch + 1, 0
-            rs.train_sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "n": 0}
-            save_run(out, cfg, vae, opt_state, rs)
-            rate = (s["n"] - n0) / max(epoch_seconds, 1e-9)
-            eta = (cfg.epochs - rs.epoch) * n / rate if rate > 0 else math.nan
-            prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
-                      f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
-                      + (f"test -ELBO {row['test_loss']:.2f}  " if math.isfinite(row["test_loss"]) else "")
-                      + f"{rate:,.0f} samples/s  "
-                      f"[{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
+                row = {"epoch": rs.epoch + 1, "step": rs.step, "train_loss": s["loss"] / s["n"],
+                       "train_recon": s["recon"] / s["n"], "train_kl": s["kl"] / s["n"],
+                       "train_objective": s.get("objective", s["loss"]) / s["n"],
+                       "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
+                       "seconds": rs.seconds + epoch_seconds}
+                consistent = False  # the epoch's bookkeeping moves together
+                rs.history.append(row)
+                rs.seconds += epoch_seconds
+                rs.epoch, rs.batch = rs.epoch + 1, 0
+                rs.train_sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "n": 0}
+                consistent = True
+                save_run(out, cfg, vae, opt_state, rs)
+                rate = (s["n"] - n0) / max(epoch_seconds, 1e-9)
+                eta = (cfg.epochs - rs.epoch) * n / rate if rate > 0 else math.nan
+                prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
+                          f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
+                          + (f"test -ELBO {row['test_loss']:.2f}  " if row["test_loss"] is not None else "")
+                          + f"{rate:,.0f} samples/s  [{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
+                stop.check()
     except KeyboardInterrupt:
+        if not consistent:
+            prog.line(f"interrupted inside a step: nothing saved; the last checkpoint in {out} is kept")
+            raise
         if t0 is not None:
             rs.seconds += time.perf_counter() - t0
         save_run(out, cfg, vae, opt_state, rs)
@@ -400,36 +475,20 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
                   f"continue with --resume --out {out}")
         raise
     if figures:
-        save_figures(vae, data, out, rs.history)
+        save_figures(vae, data, out, rs.history, conditional=cfg.conditional)
     return rs.history[-1] if rs.history else {}
 
 
-def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], n: int = 2000) -> list[Path]:
-    """The run's figures: prior samples, reconstructions, curves, latent scatter,
-    and the decoded manifold when K = 2. Uses the first ``n`` test examples."""
-    from . import plots  # matplotlib is imported only when figures are drawn
-
-    rng = np.random.default_rng(EVAL_SEED)
-    x, y = data.x_test[:n], data.y_test[:n]
-    mu, _ = vae.encode(x)
-    paths = [
-        plots.save_image_grid(vae.decode_mean(rng.standard_normal((64, vae.z_dim))), out / "samples.png",
-                              title="samples from the prior (pixel means)"),
-        plots.save_reconstructions(x[:16], vae.decode_mean(mu[:16]), out / "reconstructions.png"),
-        plots.save_training_curves(history, out / "curves.png"),
-        plots.save_latent_scatter(mu, y, out / "latent.png"),
-    ]
-    if vae.z_dim == 2:
-        paths.append(plots.save_manifold(vae.decode_mean, out / "manifold.png"))
-    return paths
-
-
-def _check_resume(stored: TrainConfig, asked: TrainConfig) -> None:
+def _check_resume(stored: TrainConfig, asked: TrainConfig, out: Path) -> None:
     a, b = stored.to_json(), asked.to_json()
-    for k in a:
-        if k != "epochs" and a[k] != b[k]:
-            raise TrainingError(f"the checkpoint was trained with {k}={a[k]!r} but this run asks for "
-                                f"{k}={b[k]!r}; only --epochs may change on --resume")
+    keys = [k for k in a if k != "epochs"]
+    try:
+        check_compatible(a, b, keys)
+    except CheckpointError as e:
+        raise TrainingError(f"{out}: {e}; only --epochs may change on --resume") from None
+    if a["lr_final"] and a["epochs"] != b["epochs"]:
+        raise TrainingError(f"{out}: the learning rate decays over the {a['epochs']} epochs of this run, "
+                            f"so --epochs cannot change on --resume")
 
 
 def _check_finite(res, gflat: np.ndarray, rs: RunState, out: Path) -> None:
@@ -437,7 +496,51 @@ def _check_finite(res, gflat: np.ndarray, rs: RunState, out: Path) -> None:
     if math.isfinite(res.loss) and np.isfinite(gflat.sum()):
         return
     bad = [name for name, v in (("reconstruction", res.recon), ("KL", res.kl)) if not math.isfinite(v)]
-    what = f"the {' and '.join(bad)} term" if bad else "the gradient"
+    what = f"the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''}" if bad else "the gradient"
+    kept = (f"the last good checkpoint in {out} is kept" if (out / "checkpoint.npz").exists()
+            else "no checkpoint had been saved yet")
     raise TrainingError(f"step {rs.step + 1} (epoch {rs.epoch + 1}, batch {rs.batch + 1}): {what} became "
-                        f"non-finite; stopped without saving it, the last good checkpoint in {out} is kept "
-                        f"(try a smaller --lr)")
+                        f"non-finite; stopped without saving it, {kept} (try a smaller --lr)")
+
+
+def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], n: int = 2000,
+                 conditional: bool = False) -> list[Path]:
+    """The run's figures: prior samples, reconstructions, curves, latent scatter,
+    latent traversals, and the decoded manifold when K = 2. Uses the first ``n``
+    test examples. For a conditional VAE the samples are one row per class from
+    the same z's (style held, content varied)."""
+    from . import plots  # matplotlib is imported only when figures are drawn
+    from .diagnostics import kl_per_dimension
+
+    rng = np.random.default_rng(EVAL_SEED)
+    x, y = data.x_test[:n], data.y_test[:n]
+    c = one_hot(y, dtype=vae.dtype) if conditional else None
+    mu, log_var = vae.encode(x, c)
+    if conditional:
+        z = np.tile(rng.standard_normal((8, vae.z_dim)), (N_CLASSES, 1))      # (10*8, K): the same 8 z's
+        classes = one_hot(np.repeat(np.arange(N_CLASSES), 8), dtype=vae.dtype)  # (10*8, 10)
+        samples = plots.save_image_grid(vae.decode_mean(z, classes), out / "samples.png", ncol=8,
+                                        title="one row per class, the same z in each column")
+    else:
+        samples = plots.save_image_grid(vae.decode_mean(rng.standard_normal((64, vae.z_dim))),
+                                        out / "samples.png", title="samples from the prior (pixel means)")
+    # traversals: the 8 dimensions with the most KL, each moved from -3 to 3 with the rest at 0
+    dims = np.argsort(kl_per_dimension(mu, log_var))[::-1][:8]
+    steps = np.linspace(-3, 3, 11)
+    z = np.zeros((len(dims), len(steps), vae.z_dim), dtype=vae.dtype)     # (dims, steps, K)
+    z[np.arange(len(dims))[:, None], :, dims[:, None]] = steps
+    z = z.reshape(-1, vae.z_dim)
+    c_trav = one_hot(np.zeros(len(z), int), dtype=vae.dtype) if conditional else None
+    paths = [
+        samples,
+        plots.save_reconstructions(x[:16], vae.decode_mean(mu[:16], None if c is None else c[:16]),
+                                   out / "reconstructions.png"),
+        plots.save_training_curves(history, out / "curves.png"),
+        plots.save_image_grid(vae.decode_mean(z, c_trav), out / "traversals.png", ncol=len(steps),
+                              title="latent traversals: a row per dimension (most KL first), z_k from -3 to 3"),
+    ]
+    if len(x) >= 2:
+        paths.append(plots.save_latent_scatter(mu, y, out / "latent.png"))
+    if vae.z_dim == 2 and not conditional:
+        paths.append(plots.save_manifold(vae.decode_mean, out / "manifold.png"))
+    return paths

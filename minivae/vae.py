@@ -74,7 +74,7 @@ class VAE:
     dtype : "float32" or "float64"
         Every array and every computation uses it; float64 for gradient checks.
     obs_scale : float
-        The fixed $\sigma$ of "gaussian" or $b$ of "laplace" (ignored otherwise).
+        The fixed $\sigma$ of "gaussian" or $b$ of "laplace" (positive; unused by the others).
     c_dim : int
         C, the size of a context vector fed to encoder and decoder (0: none).
     decoder_hidden : sequence of int or None
@@ -174,6 +174,12 @@ class VAE:
                              f"got {np.shape(eps)}")
         return eps
 
+    def _as_z(self, z) -> np.ndarray:
+        z = np.asarray(z, dtype=self.dtype)
+        if z.ndim < 2 or z.shape[-1] != self.z_dim:
+            raise ValueError(f"z must have shape (..., N, {self.z_dim}), got {z.shape}")
+        return z
+
     def _as_c(self, c, n: int) -> np.ndarray | None:
         if self.c_dim == 0:
             if c is not None:
@@ -230,15 +236,23 @@ class VAE:
         """z (..., N, K) [, c (N, C)] -> the likelihood's parameters, (..., N, D): logits
         (bernoulli, categorical), mean (gaussian), location (laplace), or a
         (mean, log_var) pair (gaussian_learned)."""
-        z = np.asarray(z, dtype=self.dtype)
-        out = self._decode(z, self._as_c(c, z.shape[-2]) if z.ndim > 1 else self._as_c(c, 1))[0]
+        z = self._as_z(z)
+        out = self._decode(z, self._as_c(c, z.shape[-2]))[0]
         return tuple(np.split(out, 2, axis=-1)) if self.likelihood.params_per_dim == 2 else out
 
     def decode_mean(self, z, c=None) -> np.ndarray:
         """z (..., N, K) [, c (N, C)] -> E[x | z] (..., N, D): pixel probabilities for
         bernoulli, the mean otherwise."""
+        z = self._as_z(z)
+        return self.likelihood.mean(self._decode(z, self._as_c(c, z.shape[-2]))[0])
+
+    def log_px_z(self, x, z, c=None) -> np.ndarray:
+        """log p(x | z) [, context c]: x (N, D), z (..., N, K) -> (..., N), in nats."""
+        x = self._as_x(x)
         z = np.asarray(z, dtype=self.dtype)
-        return self.likelihood.mean(self._decode(z, self._as_c(c, z.shape[-2]) if z.ndim > 1 else None)[0])
+        if z.ndim < 2 or z.shape[-2:] != (len(x), self.z_dim):
+            raise ValueError(f"z must have shape (..., {len(x)}, {self.z_dim}), got {z.shape}")
+        return self.likelihood.forward(x, self._decode(z, self._as_c(c, len(x)))[0])[0]
 
     def _decode(self, z: np.ndarray, c: np.ndarray | None = None):
         lead = z.shape[:-1]

@@ -65,12 +65,74 @@ def test_interrupt_then_resume_reaches_the_same_parameters_bit_for_bit(tmp_path,
     assert drop(rs_w.history) == drop(rs_c.history)
 
 
+def test_ctrl_c_inside_the_optimizer_step_still_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """SIGINT arriving between the in-place update and the bookkeeping of a step."""
+    import os
+    import signal
+
+    from minivae import optim
+    cfg = dataclasses.replace(SMALL, epochs=2)
+    run(cfg, out=tmp_path / "whole")
+    real, calls = optim.adam_step, []
+
+    def adam_then_sigint(*a, **kw):
+        state = real(*a, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # lands after the update, before the bookkeeping
+        return state
+
+    monkeypatch.setattr(optim, "adam_step", adam_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out=tmp_path / "cut")
+    monkeypatch.setattr(optim, "adam_step", real)
+    assert load_run(tmp_path / "cut")[3].step == 3
+    run(cfg, out=tmp_path / "cut", resume=True)
+    np.testing.assert_array_equal(load_run(tmp_path / "whole")[1].flat, load_run(tmp_path / "cut")[1].flat)
+
+
+def test_train_and_test_losses_are_the_same_quantity_whatever_beta(tmp_path):
+    row = run(dataclasses.replace(SMALL, beta=4.0, epochs=1), out=tmp_path / "r")
+    assert row["train_loss"] == pytest.approx(row["train_recon"] + row["train_kl"])
+    assert row["train_objective"] == pytest.approx(row["train_recon"] + 4.0 * row["train_kl"])
+    assert row["test_loss"] == pytest.approx(row["test_recon"] + row["test_kl"])
+
+
+@pytest.mark.parametrize("changes", [
+    dict(objective="iwae", samples=3), dict(samples=2, warmup_epochs=1.5, free_bits=0.1),
+    dict(conditional=True, z_dim=2),
+])
+def test_model_variants_train_and_resume_exactly(tmp_path, changes):
+    cfg = dataclasses.replace(SMALL, epochs=2, **changes)
+    run(cfg, out=tmp_path / "whole", figures=True)
+
+    def interrupt(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out=tmp_path / "cut", on_step=interrupt)
+    row = run(cfg, out=tmp_path / "cut", resume=True)
+    np.testing.assert_array_equal(load_run(tmp_path / "whole")[1].flat, load_run(tmp_path / "cut")[1].flat)
+    assert np.isfinite(row["test_loss"])
+    assert (tmp_path / "whole" / "traversals.png").exists() and (tmp_path / "whole" / "samples.png").exists()
+
+
+def test_warmup_ramps_the_kl_weight():
+    cfg = TrainConfig(beta=2.0, warmup_epochs=4)
+    assert [cfg.beta_at(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+
+
 def test_resume_can_extend_epochs_but_not_change_the_model(tmp_path):
     run(out=tmp_path / "r")
     row = run(dataclasses.replace(SMALL, epochs=3), out=tmp_path / "r", resume=True)
     assert row["epoch"] == 3
-    with pytest.raises(TrainingError, match="z_dim=4 but this run asks for z_dim=8"):
+    with pytest.raises(TrainingError, match="written with z_dim=4, this run asks for z_dim=8"):
         run(dataclasses.replace(SMALL, z_dim=8), out=tmp_path / "r", resume=True)
+    decaying = dataclasses.replace(SMALL, lr_final=1e-4)
+    run(decaying, out=tmp_path / "d")
+    with pytest.raises(TrainingError, match="cannot change"):
+        run(dataclasses.replace(decaying, epochs=3), out=tmp_path / "d", resume=True)
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
@@ -137,6 +199,7 @@ def test_progress_on_a_terminal_redraws_one_line_with_rate_and_eta(tmp_path, mon
     (dict(z_dim=0), "z-dim"), (dict(lr=-1.0), "lr"), (dict(epochs=0), "epochs"),
     (dict(likelihood="poisson"), "bernoulli, gaussian"), (dict(batch_size=0), "batch-size"),
     (dict(binarize="dynamic", likelihood="gaussian"), "bernoulli"),
+    (dict(objective="iwae", beta=0.5), "iwae"), (dict(samples=0), "samples"), (dict(test_size=1), "test-size"),
 ])
 def test_config_rejects_impossible_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -222,4 +285,5 @@ def test_lr_schedule_is_geometric_from_lr_to_lr_final():
 def test_eval_every_skips_test_epochs_but_not_the_last(tmp_path):
     run(dataclasses.replace(SMALL, epochs=3, eval_every=2), out=tmp_path / "r")
     rows = load_run(tmp_path / "r")[3].history
-    assert [np.isfinite(r["test_loss"]) for r in rows] == [False, True, True]
+    assert [r["test_loss"] is not None for r in rows] == [False, True, True]
+    assert (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1].split(",")[6] == ""  # not NaN
