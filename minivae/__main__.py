@@ -67,6 +67,9 @@ def build_parser() -> Parser:
     t = sub.add_parser("train", help="train a VAE (default: MLP VAE on dynamically binarized MNIST)")
     opt = t.add_argument
     opt("--epochs", type=positive_int, help=f"passes over the training set (default {d.epochs})")
+    opt("--model", choices=("mlp", "conv"), help="mlp, or conv: convolutional encoder and sub-pixel "
+        "convolutional decoder (default mlp)")
+    opt("--channels", type=hidden_widths, help="conv feature maps at H/2 and H/4 (default 32,64)")
     opt("--z-dim", type=positive_int, help=f"latent dimension K (default {d.z_dim})")
     opt("--hidden", type=hidden_widths, help="hidden widths, e.g. 400 or 200,200, or none "
         f"(default {','.join(map(str, d.hidden))})")
@@ -85,6 +88,9 @@ def build_parser() -> Parser:
     opt("--binarize", choices=("auto", "dynamic", "static", "none"),
         help="binarization of the pixels; auto = dynamic for bernoulli (default auto)")
     opt("--dataset", choices=DATASETS, help=f"(default {d.dataset})")
+    opt("--data-dir", help="--dataset text: a folder of .txt files (sub-folders become labels)")
+    opt("--decoder-hidden", type=hidden_widths,
+        help="decoder hidden widths if not the mirror of --hidden; none = linear softmax decoder")
     opt("--conditional", action="store_true", default=None,
         help="conditional VAE: feed the one-hot digit label to encoder and decoder")
     opt("--objective", choices=("elbo", "iwae"), help="elbo, or the importance-weighted bound (default elbo)")
@@ -126,7 +132,7 @@ def config_from_args(args, base: TrainConfig) -> TrainConfig:
 def bits_text(nats: float, dims: int, likelihood: str) -> str:
     """Bits per dimension for discrete data; for a density (continuous likelihood on
     8-bit pixels) nats are not comparable to bits of a code, so say so."""
-    if likelihood in ("bernoulli", "categorical"):
+    if likelihood == "bernoulli":
         return f"{nats_to_bits_per_dim(nats, dims):.4f} bits/dim"
     return "bits/dim n/a for a density"
 
@@ -156,7 +162,15 @@ def cmd_train(args) -> int:
               f"recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f}; "
               f"{row['epoch']} epochs, training {row['seconds']:.0f} s, this command "
               f"{time.perf_counter() - start:.0f} s; saved in {out}")
+    if row and cfg.dataset != "mnist":
+        print(f"test perplexity <= {perplexity_bound(row['test_loss'], cfg):.1f} (from the ELBO)")
     return 0
+
+
+def perplexity_bound(nats_per_doc: float, cfg) -> float:
+    """exp(sum of -log p over test documents / number of test words)."""
+    x, _ = load_split(cfg, "test")
+    return float(np.exp(nats_per_doc * len(x) / x.sum()))
 
 
 def cmd_sample(args) -> int:
@@ -184,7 +198,7 @@ def cmd_evaluate(args) -> int:
     D, N = vae.x_dim, len(x)
     c = one_hot(y, dtype=vae.dtype) if cfg.conditional else None
     print(f"{resolve_checkpoint(args.checkpoint)}: {rs.epoch} epochs, {rs.step} steps, "
-          f"trained {rs.seconds:.0f} s; {N} test images")
+          f"trained {rs.seconds:.0f} s; {N} test examples")
     start = time.perf_counter()
     r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None, c=c)
     el = r["elbo"]
@@ -195,6 +209,11 @@ def cmd_evaluate(args) -> int:
         print(f"IW bound L_{args.iw:<6d}      {r['iw_bound']:9.3f} nats")
         print(f"NLL estimate  -L_{args.iw:<6d} {r['nll']:9.3f} nats  {bits(r['nll'])}   "
               f"+- {r['nll_se']:.3f} (Monte Carlo s.e.)   mean ESS {r['ess']:.0f} of {args.iw}")
+    if cfg.dataset != "mnist":
+        ppl = f"test perplexity         <= {perplexity_bound(el['loss'], cfg):.1f} (ELBO)"
+        if args.iw:
+            ppl += f", {perplexity_bound(r['nll'], cfg):.1f} (IW estimate)"
+        print(ppl)
     kl = r["kl_per_dim"]
     top = ", ".join(f"z{k}: {kl[k]:.2f}" for k in np.argsort(kl)[::-1][:5])
     print(f"active units            {r['active_units']} of {vae.z_dim} (Var_x E_q[z_k] > 0.01); "

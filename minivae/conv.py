@@ -145,19 +145,22 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
     return np.ascontiguousarray(y), Conv2dCache(x.shape, cols, w, stride, pad)
 
 
-def conv2d_backward(dy: np.ndarray, cache: Conv2dCache):
+def conv2d_backward(dy: np.ndarray, cache: Conv2dCache, input_grad: bool = True):
     r"""$\bar W = \bar Y^\top \mathrm{cols}$, $\bar x = \mathrm{col2im}(\bar Y W)$,
     $\bar b_f = \sum_{n,h,w} \bar y_{nfhw}$.
 
     dy (N, F, H', W') -> dx (N, C, H, W), dw (F, C, kh, kw), db (F,), where
     $\bar Y$ is dy laid out as (N*H'*W', F) and $W$ = w.reshape(F, C*kh*kw).
+    ``input_grad=False`` skips dx (returned as None) for a layer that reads data.
     """
     w = cache.w
     F, C, kh, kw = w.shape
     dY = dy.transpose(0, 2, 3, 1).reshape(-1, F)  # (N*H'*W', F)
     dw = (dY.T @ cache.cols).reshape(F, C, kh, kw)  # (F, C*kh*kw) -> (F, C, kh, kw)
-    dcols = dY @ w.reshape(F, C * kh * kw)  # (N*H'*W', C*kh*kw)
-    dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.pad)  # (N, C, H, W)
+    dx = None
+    if input_grad:
+        dcols = dY @ w.reshape(F, C * kh * kw)  # (N*H'*W', C*kh*kw)
+        dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.pad)  # (N, C, H, W)
     return dx, dw, dy.sum(axis=(0, 2, 3))
 
 

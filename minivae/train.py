@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -51,6 +52,8 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     """Everything that defines a run. The CLI builds it; ``config.json`` stores it."""
     epochs: int = 60
+    model: str = "mlp"      # mlp | conv (convolutional encoder, sub-pixel decoder)
+    channels: tuple[int, ...] = (32, 64)  # conv feature maps at H/2 and H/4
     z_dim: int = 20
     hidden: tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
@@ -63,7 +66,9 @@ class TrainConfig:
     seed: int = 0
     obs_scale: float = 0.1  # sigma (gaussian) or b (laplace) on pixels in [0, 1]
     binarize: str = "auto"  # dynamic | static | none | auto (dynamic for bernoulli, else none)
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # mnist | topics (synthetic documents from a known topic model) | text
+    data_dir: str = ""      # dataset "text": a folder of .txt files (sub-folders = labels)
+    decoder_hidden: tuple[int, ...] | None = None  # None mirrors hidden; () = linear (NVDM) decoder
     train_size: int = 0     # 0: the whole training set; else its first n examples
     test_size: int = 0      # 0: the whole test set
     dtype: str = "float32"
@@ -76,10 +81,14 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "channels", tuple(int(h) for h in self.channels))
+        if self.decoder_hidden is not None:
+            object.__setattr__(self, "decoder_hidden", tuple(int(h) for h in self.decoder_hidden))
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.z_dim >= 1, "z-dim must be >= 1"),
             (all(h >= 1 for h in self.hidden), "hidden widths must be >= 1"),
+            (len(self.channels) == 2 and min(self.channels) >= 1, "channels must be two positive integers"),
             (self.batch_size >= 1, "batch-size must be >= 1"),
             (math.isfinite(self.lr) and self.lr > 0, "lr must be a positive number"),
             (math.isfinite(self.lr_final) and self.lr_final >= 0, "lr-final must be a number >= 0"),
@@ -101,11 +110,18 @@ class TrainConfig:
             ("optimizer", self.optimizer, optim.OPTIMIZERS), ("dataset", self.dataset, DATASETS),
             ("binarize", self.binarize, ("auto", "dynamic", "static", "none")),
             ("dtype", self.dtype, ("float32", "float64")), ("objective", self.objective, ("elbo", "iwae")),
+            ("model", self.model, ("mlp", "conv")),
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.resolved_binarize() != "none" and self.likelihood != "bernoulli":
             raise ValueError(f"binarize={self.binarize} only makes sense with the bernoulli likelihood")
+        if self.dataset != "mnist" and self.likelihood != "categorical":
+            raise ValueError(f"dataset {self.dataset} holds word counts: use --likelihood categorical")
+        if self.dataset != "mnist" and (self.model == "conv" or self.conditional):
+            raise ValueError(f"dataset {self.dataset}: conv and conditional models are for images")
+        if (self.dataset == "text") != bool(self.data_dir):
+            raise ValueError("--data-dir goes with --dataset text, and --dataset text needs --data-dir")
         if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs or self.free_bits):
             raise ValueError("the iwae objective takes neither beta != 1, warm-up nor free bits")
 
@@ -130,7 +146,9 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["hidden"], d["channels"] = list(self.hidden), list(self.channels)
+        if self.decoder_hidden is not None:
+            d["decoder_hidden"] = list(self.decoder_hidden)
         return d
 
     @classmethod
@@ -141,19 +159,28 @@ class TrainConfig:
             raise CheckpointError(f"config has unknown keys {sorted(unknown)}")
         return cls(**d)
 
-    def model(self) -> VAE:
+    def build(self) -> VAE:
+        """The model this config describes, freshly initialized."""
+        if self.model == "conv":
+            from .convvae import ConvVAE
+            return ConvVAE(image_shape=IMAGE_SHAPES[self.dataset], channels=self.channels, z_dim=self.z_dim,
+                           likelihood=self.likelihood, activation=self.activation, seed=self.seed,
+                           dtype=self.dtype, obs_scale=self.obs_scale,
+                           c_dim=N_CLASSES if self.conditional else 0)
         return VAE(x_dim=self.x_dim, hidden=self.hidden, z_dim=self.z_dim, likelihood=self.likelihood,
                    activation=self.activation, seed=self.seed, dtype=self.dtype, obs_scale=self.obs_scale,
-                   c_dim=N_CLASSES if self.conditional else 0)
+                   c_dim=N_CLASSES if self.conditional else 0, decoder_hidden=self.decoder_hidden)
 
     @property
     def x_dim(self) -> int:
-        return DATASET_DIMS[self.dataset]
+        return 784 if self.dataset == "mnist" else len(corpus_splits(self.dataset, self.data_dir)[0].vocab)
 
 
-DATASETS = ("mnist",)
+DATASETS = ("mnist", "topics", "text")
+#: the synthetic corpus of dataset "topics": fixed, so every run sees the same documents
+TOPICS = dict(n_docs=6000, n_topics=4, vocab_size=200, seed=2016)
+IMAGE_SHAPES = {"mnist": (1, 28, 28)}
 N_CLASSES = 10
-DATASET_DIMS = {"mnist": 784}
 
 
 @dataclass(frozen=True)
@@ -165,10 +192,27 @@ class Dataset:
     y_test: np.ndarray   # (M,)
 
 
+@functools.lru_cache(maxsize=4)
+def corpus_splits(dataset: str, data_dir: str):
+    """(train, test) :class:`minivae.text.Corpus` of a document dataset, 80/20, fixed split."""
+    from .text import load_text_folder, make_topic_corpus, train_test_split
+
+    if dataset == "topics":
+        corpus = make_topic_corpus(TOPICS["n_docs"], np.random.default_rng(TOPICS["seed"]),
+                                   n_topics=TOPICS["n_topics"], vocab_size=TOPICS["vocab_size"])
+    else:
+        corpus = load_text_folder(data_dir)
+    return train_test_split(corpus, 0.2, np.random.default_rng(TOPICS["seed"]))
+
+
 def load_split(cfg: TrainConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split ("train" or "test") as the config asks: subset, validated, in the
     config's dtype, binarized as the config says (the test set once, with EVAL_SEED)."""
-    x, y = load_mnist(split)
+    if cfg.dataset == "mnist":
+        x, y = load_mnist(split)
+    else:
+        corpus = corpus_splits(cfg.dataset, cfg.data_dir)[split == "test"]
+        x, y = corpus.counts, corpus.labels
     n = cfg.train_size if split == "train" else cfg.test_size
     if n:
         x, y = x[:n], y[:n]
@@ -286,7 +330,7 @@ def load_run(path) -> tuple[TrainConfig, VAE, object, RunState]:
     arrays, meta = load_checkpoint(path)
     try:
         cfg = TrainConfig.from_json(meta["config"])
-        vae = cfg.model()
+        vae = cfg.build()
         opt_state = optim.init_state(cfg.optimizer, vae.flat)
         rs = RunState(**meta["state"])
     except (KeyError, TypeError, ValueError) as e:
@@ -386,7 +430,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
             raise TrainingError(f"{out} already holds a checkpoint: pass --resume to continue it, "
                                 f"or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
-        vae = cfg.model()
+        vae = cfg.build()
         opt_state = optim.init_state(cfg.optimizer, vae.flat)
         rs = RunState()
     (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
@@ -475,7 +519,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
                   f"continue with --resume --out {out}")
         raise
     if figures:
-        save_figures(vae, data, out, rs.history, conditional=cfg.conditional)
+        save_figures(vae, data, out, rs.history, cfg)
     return rs.history[-1] if rs.history else {}
 
 
@@ -503,19 +547,26 @@ def _check_finite(res, gflat: np.ndarray, rs: RunState, out: Path) -> None:
                         f"non-finite; stopped without saving it, {kept} (try a smaller --lr)")
 
 
-def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], n: int = 2000,
-                 conditional: bool = False) -> list[Path]:
+def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: TrainConfig,
+                 n: int = 2000) -> list[Path]:
     """The run's figures: prior samples, reconstructions, curves, latent scatter,
     latent traversals, and the decoded manifold when K = 2. Uses the first ``n``
     test examples. For a conditional VAE the samples are one row per class from
-    the same z's (style held, content varied)."""
+    the same z's (style held, content varied). For documents: the latent scatter,
+    the curves, and ``top_words.txt`` (the words each latent direction promotes)."""
     from . import plots  # matplotlib is imported only when figures are drawn
     from .diagnostics import kl_per_dimension
 
     rng = np.random.default_rng(EVAL_SEED)
     x, y = data.x_test[:n], data.y_test[:n]
+    conditional = cfg.conditional
     c = one_hot(y, dtype=vae.dtype) if conditional else None
     mu, log_var = vae.encode(x, c)
+    if cfg.dataset != "mnist":
+        vocab = corpus_splits(cfg.dataset, cfg.data_dir)[0].vocab
+        (out / "top_words.txt").write_text(top_words_text(vae, vocab, kl_per_dimension(mu, log_var)))
+        return [plots.save_training_curves(history, out / "curves.png"),
+                plots.save_latent_scatter(mu, y, out / "latent.png"), out / "top_words.txt"]
     if conditional:
         z = np.tile(rng.standard_normal((8, vae.z_dim)), (N_CLASSES, 1))      # (10*8, K): the same 8 z's
         classes = one_hot(np.repeat(np.arange(N_CLASSES), 8), dtype=vae.dtype)  # (10*8, 10)
@@ -544,3 +595,19 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], n: int
     if vae.z_dim == 2 and not conditional:
         paths.append(plots.save_manifold(vae.decode_mean, out / "manifold.png"))
     return paths
+
+
+def top_words_text(vae: VAE, vocab, kl_dims: np.ndarray, k: int = 10) -> str:
+    """For each latent dimension (most KL first): the words whose logits rise most
+    when z moves from 0 to +2 along it, and those that fall most."""
+    from .text import top_words
+
+    K = vae.z_dim
+    z = np.vstack([np.zeros(K), 2 * np.eye(K)]).astype(vae.dtype)      # (1 + K, K)
+    logits = vae.decode(z)
+    shift = logits[1:] - logits[0]                                       # (K, V)
+    lines = []
+    for d in np.argsort(kl_dims)[::-1]:
+        lines.append(f"z{d} (KL {kl_dims[d]:.2f}): + {' '.join(top_words(shift[d], vocab, k))}"
+                     f"  | - {' '.join(top_words(-shift[d], vocab, k))}")
+    return "\n".join(lines) + "\n"

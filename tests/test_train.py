@@ -118,6 +118,29 @@ def test_model_variants_train_and_resume_exactly(tmp_path, changes):
     assert (tmp_path / "whole" / "traversals.png").exists() and (tmp_path / "whole" / "samples.png").exists()
 
 
+def test_conv_model_trains_and_resumes(tmp_path):
+    cfg = dataclasses.replace(SMALL, model="conv", channels=(4, 8), train_size=128, test_size=64, epochs=1)
+    row = run(cfg, out=tmp_path / "r", figures=True)
+    assert np.isfinite(row["test_loss"])
+    cfg2, vae, _, _ = load_run(tmp_path / "r")
+    assert type(vae).__name__ == "ConvVAE" and vae.channels == (4, 8)
+
+
+def test_document_vae_on_the_topic_corpus(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["train", "--dataset", "topics", "--likelihood", "categorical", "--hidden", "32",
+                 "--decoder-hidden", "none", "--z-dim", "2", "--epochs", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "test perplexity <=" in text
+    lines = (out / "top_words.txt").read_text().splitlines()
+    assert len(lines) == 2 and all("|" in line for line in lines)
+    assert (out / "latent.png").exists()
+    cfg, vae, _, _ = load_run(out)
+    assert vae.decoder_hidden == () and vae.x_dim == 200
+    with pytest.raises(ValueError, match="categorical"):
+        TrainConfig(dataset="topics")
+
+
 def test_warmup_ramps_the_kl_weight():
     cfg = TrainConfig(beta=2.0, warmup_epochs=4)
     assert [cfg.beta_at(e) for e in (0, 1, 2, 4, 10)] == [0.0, 0.5, 1.0, 2.0, 2.0]
@@ -220,7 +243,7 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     assert "test -ELBO" in text and "bits/dim" in text and "NLL" not in text
     assert main(["evaluate", "--checkpoint", str(out), "--iw", "20", "--test-size", "30"]) == 0
     captured = capsys.readouterr()
-    for needle in ["30 test images", "IW bound L_20", "NLL estimate", "Monte Carlo s.e.", "active units",
+    for needle in ["30 test examples", "IW bound L_20", "NLL estimate", "Monte Carlo s.e.", "active units",
                    "importance samples/s"]:
         assert needle in captured.out, needle
     assert "IW S=20: 30/30 images" in captured.err  # the progress display
