@@ -105,6 +105,17 @@ def build_parser() -> Parser:
     opt("--no-progress", action="store_true", help="print one line per epoch only")
     opt("--no-figures", action="store_true", help="skip the figures at the end")
 
+    w = sub.add_parser("sweep", help="train one model per beta and plot rate against distortion")
+    w.add_argument("--betas", default="0.5,1,2,4,8", help="comma-separated KL weights (default 0.5,1,2,4,8)")
+    w.add_argument("--out", type=Path, default=Path("runs/sweep"), help="folder for the runs and the plot")
+    w.add_argument("--epochs", type=positive_int, default=20, help="epochs per run (default 20)")
+    w.add_argument("--z-dim", type=positive_int, default=10, help="latent dimension (default 10)")
+    w.add_argument("--hidden", type=hidden_widths, default=(400,), help="hidden widths (default 400)")
+    w.add_argument("--seed", type=nonneg_int, default=0)
+    w.add_argument("--train-size", type=nonneg_int, default=0)
+    w.add_argument("--test-size", type=nonneg_int, default=0)
+    w.add_argument("--no-progress", action="store_true")
+
     s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
     s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
     s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
@@ -171,6 +182,36 @@ def perplexity_bound(nats_per_doc: float, cfg) -> float:
     """exp(sum of -log p over test documents / number of test words)."""
     x, _ = load_split(cfg, "test")
     return float(np.exp(nats_per_doc * len(x) / x.sum()))
+
+
+def cmd_sweep(args) -> int:
+    """beta-VAE sweep: each beta trains in OUT/beta-B (resumed if already there), then
+    OUT/rate_distortion.png plots test rate vs test distortion; each run folder has
+    its traversals.png."""
+    from .plots import save_rate_distortion
+
+    try:
+        betas = [float(b) for b in args.betas.split(",")]
+    except ValueError:
+        raise ValueError(f"--betas must be comma-separated numbers, got {args.betas!r}") from None
+    if not betas or any(not (b >= 0 and b < float("inf")) for b in betas):
+        raise ValueError(f"--betas must be numbers >= 0, got {args.betas!r}")
+    rows = []
+    for beta in betas:
+        cfg = TrainConfig(beta=beta, epochs=args.epochs, z_dim=args.z_dim, hidden=args.hidden, seed=args.seed,
+                          train_size=args.train_size, test_size=args.test_size)
+        out = args.out / f"beta-{beta:g}"
+        print(f"beta = {beta:g}: {out}")
+        done = (out / "checkpoint.npz").exists()
+        rows.append(train(cfg, out, resume=done, progress=not args.no_progress))
+    table = ["beta,rate,distortion,test_elbo"] + [
+        f"{b:g},{r['test_kl']:.3f},{r['test_recon']:.3f},{-r['test_loss']:.3f}" for b, r in zip(betas, rows)]
+    (args.out / "rate_distortion.csv").write_text("\n".join(table) + "\n")
+    path = save_rate_distortion([r["test_kl"] for r in rows], [r["test_recon"] for r in rows],
+                                [f"beta={b:g}" for b in betas], args.out / "rate_distortion.png")
+    print("\n".join(table))
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_sample(args) -> int:
@@ -248,7 +289,8 @@ def _iw_progress(n: int, S: int):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
+        commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate}
+        return commands[args.command](args)
     except USER_ERRORS as e:
         print(f"minivae {args.command}: error: {e}", file=sys.stderr)
         return 2

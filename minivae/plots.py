@@ -262,3 +262,27 @@ def save_manifold(decode_mean: Callable[[np.ndarray], np.ndarray], path: str | P
     ax.set_ylabel(r"$z_2$")
     ax.set_title("decoded means over the latent grid")
     return _save(fig, path)
+
+
+def save_rate_distortion(rate: np.ndarray, distortion: np.ndarray, labels: Sequence[str],
+                         path: str | Path) -> Path:
+    r"""The rate-distortion plane: one point per model, rate (KL) against distortion
+    ($-\mathbb E_q \log p(x \mid z)$), both in nats per example, with the lines of
+    constant -ELBO = rate + distortion for reference. rate, distortion (M,); labels M strings."""
+    rate, distortion = np.asarray(rate, float), np.asarray(distortion, float)  # (M,) each
+    fig = _figure((5.5, 4.5))
+    ax = fig.subplots()
+    order = np.argsort(rate)
+    ax.plot(rate[order], distortion[order], marker="o")
+    for r, d, text in zip(rate, distortion, labels):
+        ax.annotate(text, (r, d), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    lo, hi = ax.get_xlim()
+    for total in np.unique(np.round(rate + distortion, -1)):  # -ELBO isolines
+        ax.plot([lo, hi], [total - lo, total - hi], color="0.85", linewidth=0.8, zorder=0)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(distortion.min() - 5, distortion.max() + 5)
+    ax.set_xlabel("rate: KL(q(z|x) || p(z))  [nats / example]")
+    ax.set_ylabel("distortion: -E_q log p(x|z)  [nats / example]")
+    ax.set_title("rate-distortion (grey: constant -ELBO)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -310,3 +310,16 @@ def test_eval_every_skips_test_epochs_but_not_the_last(tmp_path):
     rows = load_run(tmp_path / "r")[3].history
     assert [r["test_loss"] is not None for r in rows] == [False, True, True]
     assert (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1].split(",")[6] == ""  # not NaN
+
+
+def test_sweep_trains_each_beta_and_plots_rate_against_distortion(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--betas", "0.5,4", "--epochs", "1", "--z-dim", "3", "--hidden", "16",
+            "--train-size", "200", "--test-size", "100", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = (out / "rate_distortion.csv").read_text().splitlines()
+    assert rows[0] == "beta,rate,distortion,test_elbo" and len(rows) == 3
+    assert (out / "rate_distortion.png").exists() and (out / "beta-4" / "traversals.png").exists()
+    assert main(argv) == 0  # again: the finished runs are reused, not retrained
+    assert "already trained" in capsys.readouterr().out
+    assert main(["sweep", "--betas", "1,x"]) == 2
