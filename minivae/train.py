@@ -410,7 +410,7 @@ class _StopRequest:
 
 
 def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
-          stream: TextIO = sys.stdout, figures: bool = True,
+          stream: TextIO | None = None, figures: bool = True,
           data: Dataset | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Train a VAE as ``cfg`` says, in the run folder ``out``; returns the final metrics row.
 
@@ -422,6 +422,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     ``on_step(step)`` is called after every optimizer step (tests inject faults there).
     """
     out = Path(out)
+    stream = sys.stdout if stream is None else stream  # looked up now: it may have been replaced
     if resume:
         stored, vae, opt_state, rs = load_run(out)
         _check_resume(stored, cfg, out)
