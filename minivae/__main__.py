@@ -116,6 +116,11 @@ def build_parser() -> Parser:
     w.add_argument("--test-size", type=nonneg_int, default=0)
     w.add_argument("--no-progress", action="store_true")
 
+    le = sub.add_parser("lessons", help="list the lessons, or run one: lessons run N [--quick]")
+    le.add_argument("action", nargs="?", choices=("list", "run"), default="list")
+    le.add_argument("number", nargs="?", type=nonneg_int, help="the lesson to run")
+    le.add_argument("--quick", action="store_true", help="small sizes, as in CI")
+
     s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
     s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
     s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
@@ -214,6 +219,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_lessons(args) -> int:
+    from .lessons import find_lessons, lesson_title, out_dir, run_lesson
+
+    if args.action == "list":
+        for n, path in find_lessons().items():
+            print(f"{n:2d}  {lesson_title(path)}   ({path.name})")
+        print("run one with: python -m minivae lessons run N   (figures go to lessons/out/)")
+        return 0
+    if args.number is None:
+        raise ValueError("which lesson? python -m minivae lessons run N")
+    try:
+        seconds = run_lesson(args.number, quick_mode=args.quick)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    print(f"lesson {args.number} done in {seconds:.1f} s; figures in {out_dir()}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from .plots import save_image_grid
 
@@ -289,7 +312,8 @@ def _iw_progress(n: int, S: int):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate}
+        commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
+                    "lessons": cmd_lessons}
         return commands[args.command](args)
     except USER_ERRORS as e:
         print(f"minivae {args.command}: error: {e}", file=sys.stderr)
