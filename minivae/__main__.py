@@ -23,7 +23,7 @@ from .optim import OPTIMIZERS
 from .train import (DATASETS, N_CLASSES, TrainConfig, TrainingError, evaluate, load_run, load_split,
                     one_hot, train)
 
-USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)
+USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)  # AssignError is a ValueError
 
 
 class Parser(argparse.ArgumentParser):
@@ -120,6 +120,10 @@ def build_parser() -> Parser:
     le.add_argument("action", nargs="?", choices=("list", "run"), default="list")
     le.add_argument("number", nargs="?", type=nonneg_int, help="the lesson to run")
     le.add_argument("--quick", action="store_true", help="small sizes, as in CI")
+
+    asg = sub.add_parser("assign", help="build the student copy: assign build OUT")
+    asg.add_argument("action", choices=("build",))
+    asg.add_argument("out", type=Path, help="a new folder for the student copy")
 
     s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
     s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
@@ -237,6 +241,16 @@ def cmd_lessons(args) -> int:
     return 0
 
 
+def cmd_assign(args) -> int:
+    from .assign import build_student_copy
+
+    stubbed = build_student_copy(args.out)
+    n = sum(len(t) for t in stubbed.values())
+    print(f"wrote the student copy to {args.out}: {n} solution regions in {len(stubbed)} files stubbed; "
+          f"see {args.out / 'ASSIGNMENT.md'}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from .plots import save_image_grid
 
@@ -313,7 +327,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
-                    "lessons": cmd_lessons}
+                    "lessons": cmd_lessons, "assign": cmd_assign}
         return commands[args.command](args)
     except USER_ERRORS as e:
         print(f"minivae {args.command}: error: {e}", file=sys.stderr)

@@ -94,6 +94,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
         for j in range(0, S, s_chunk):
             s = min(s_chunk, S - j)
             eps = rng.standard_normal((s, n, K), dtype=vae.dtype)  # (s, n, K)
+            ### BEGIN SOLUTION task_iw
             lw = log_weights(vae, xb, eps, proposal, cb).astype(np.float64)  # (s, n)
             m_new = np.maximum(m, lw.max(axis=0))
             scale = np.exp(m - m_new)     # rescale the old sums to the new max
@@ -101,11 +102,14 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
             s1 = s1 * scale + e.sum(axis=0)
             s2 = s2 * scale * scale + (e * e).sum(axis=0)
             m = m_new
+            ### END SOLUTION
+        ### BEGIN SOLUTION task_iw
         mean_w = s1 / S                    # in units of exp(m)
         var_w = np.maximum(s2 / S - mean_w ** 2, 0.0)
         out.log_px[i:i + n] = m + np.log(mean_w)
         out.se[i:i + n] = np.sqrt(var_w / S) / mean_w
         out.ess[i:i + n] = s1 * s1 / s2
+        ### END SOLUTION
         if progress is not None:
             progress(i + n)
     return out

@@ -59,10 +59,12 @@ def reparameterize_backward(dz: np.ndarray, cache: ReparamCache):
     dz of eps's shape -> dmu (N, K), dlog_var (N, K), deps (eps's shape).
     ($\partial\sigma/\partial\log\sigma^2 = \sigma/2$.)
     """
+    ### BEGIN SOLUTION task_reparam
     lead = tuple(range(dz.ndim - 2))  # the sample axis, if any
     dmu = dz.sum(axis=lead)
     dlog_var = (dz * cache.eps).sum(axis=lead) * (0.5 * cache.sigma)
     return dmu, dlog_var, dz * cache.sigma
+    ### END SOLUTION
 
 
 class KLCache(NamedTuple):
@@ -78,9 +80,11 @@ def kl_std_normal_forward(mu: np.ndarray, log_var: np.ndarray):
     near $\sigma^2 = 1$ could make the KL slightly negative; $e^v - 1 - v \ge 0$
     holds for the rounded values too.
     """
+    ### BEGIN SOLUTION task_kl
     var_m1 = np.expm1(log_var)  # (N, K)  sigma^2 - 1
     kl = 0.5 * np.sum(mu * mu + (var_m1 - log_var), axis=-1)  # (N,)
     return kl, KLCache(mu, var_m1)
+    ### END SOLUTION
 
 
 def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
@@ -88,8 +92,10 @@ def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
 
     dkl (N,) -> dmu (N, K), dlog_var (N, K).
     """
+    ### BEGIN SOLUTION task_kl
     d = dkl[..., None]  # (N, 1)
     return d * cache.mu, d * 0.5 * cache.var_m1
+    ### END SOLUTION
 
 
 class KLDiagCache(NamedTuple):
@@ -109,12 +115,14 @@ def kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p):
     KL(q, q) is exactly 0 and rounding never makes it negative. With $\mu_p = 0$,
     $\log\sigma_p^2 = 0$ it equals :func:`kl_std_normal_forward`.
     """
+    ### BEGIN SOLUTION task_kl
     diff = mu_q - mu_p
     delta = log_var_q - log_var_p
     ratio_m1 = np.expm1(delta)  # sigma_q^2 / sigma_p^2 - 1
     inv_var_p = np.square(std(-np.asarray(log_var_p)))
     kl = 0.5 * np.sum(ratio_m1 - delta + diff * diff * inv_var_p, axis=-1)
     return kl, KLDiagCache(diff, ratio_m1, inv_var_p)
+    ### END SOLUTION
 
 
 def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
@@ -127,11 +135,13 @@ def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
     dkl (N,) -> dmu_q, dlog_var_q, dmu_p, dlog_var_p, each (N, K) (not reduced
     over broadcast axes).
     """
+    ### BEGIN SOLUTION task_kl
     d = dkl[..., None]  # (N, 1)
     dmu_q = d * cache.diff * cache.inv_var_p
     dlv_q = d * 0.5 * cache.ratio_m1
     dlv_p = -d * 0.5 * (cache.ratio_m1 + cache.diff * cache.diff * cache.inv_var_p)
     return dmu_q, dlv_q, -dmu_q, dlv_p
+    ### END SOLUTION
 
 
 class LogDensityCache(NamedTuple):

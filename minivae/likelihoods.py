@@ -60,8 +60,10 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     $\log 0$, finite for any finite logit ($|\ell|$ of $10^4$ and beyond).
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
+    ### BEGIN SOLUTION task_bernoulli
     logp = np.sum(x * logits - softplus(logits), axis=-1)
     return logp, BernoulliCache(x, logits)
+    ### END SOLUTION
 
 
 class BernoulliCache(NamedTuple):
@@ -75,7 +77,9 @@ def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
     $\sigma(\ell)$ is computed here, not in the forward pass, so that evaluation
     (forward only, e.g. 5000 importance samples per image) never pays for it.
     """
+    ### BEGIN SOLUTION task_bernoulli
     return _scale(cache.x - sigmoid(cache.logits), dlogp)
+    ### END SOLUTION
 
 
 # ---------------------------------------------------------------- Gaussians

@@ -46,6 +46,7 @@ def affine_backward(dy: np.ndarray, cache: AffineCache, out: tuple | None = None
     as None) for a layer whose input is data: that product is as large as the
     others and nobody needs it.
     """
+    ### BEGIN SOLUTION task_layers
     dx = dy @ cache.W.T if input_grad else None
     if out is None:
         return dx, cache.x.T @ dy, dy.sum(axis=0)
@@ -53,6 +54,7 @@ def affine_backward(dy: np.ndarray, cache: AffineCache, out: tuple | None = None
     np.matmul(cache.x.T, dy, out=dW)
     np.sum(dy, axis=0, out=db)
     return dx, dW, db
+    ### END SOLUTION
 
 
 # Activations: elementwise, any shape. Each cache keeps what its derivative needs.
@@ -69,7 +71,9 @@ def relu_forward(x: np.ndarray):
 
 def relu_backward(dy: np.ndarray, cache: ActCache):
     r"""$\bar x = \bar y \, [x > 0]$ (the subgradient 0 is taken at $x = 0$)."""
+    ### BEGIN SOLUTION task_layers
     return dy * (cache.a > 0)
+    ### END SOLUTION
 
 
 LEAKY_SLOPE = 0.01
@@ -82,7 +86,9 @@ def leaky_relu_forward(x: np.ndarray):
 
 def leaky_relu_backward(dy: np.ndarray, cache: ActCache):
     r"""$\bar x = \bar y$ for $x > 0$, else $0.01\,\bar y$."""
+    ### BEGIN SOLUTION task_layers
     return np.where(cache.a > 0, dy, LEAKY_SLOPE * dy)
+    ### END SOLUTION
 
 
 def tanh_forward(x: np.ndarray):
@@ -93,7 +99,9 @@ def tanh_forward(x: np.ndarray):
 
 def tanh_backward(dy: np.ndarray, cache: ActCache):
     r"""$\bar x = \bar y (1 - y^2)$."""
+    ### BEGIN SOLUTION task_layers
     return dy * (1 - cache.a * cache.a)
+    ### END SOLUTION
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -112,7 +120,9 @@ def sigmoid_forward(x: np.ndarray):
 
 def sigmoid_backward(dy: np.ndarray, cache: ActCache):
     r"""$\bar x = \bar y\, y (1 - y)$."""
+    ### BEGIN SOLUTION task_layers
     return dy * cache.a * (1 - cache.a)
+    ### END SOLUTION
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -130,7 +140,9 @@ def softplus_forward(x: np.ndarray):
 
 def softplus_backward(dy: np.ndarray, cache: ActCache):
     r"""$\bar x = \bar y\, \sigma(x)$."""
+    ### BEGIN SOLUTION task_layers
     return dy * sigmoid(cache.a)
+    ### END SOLUTION
 
 
 Forward = Callable[[np.ndarray], tuple]

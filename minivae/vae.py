@@ -323,10 +323,12 @@ class VAE:
             loss, dmu, dlog_var = self._kl_term(t, c_kl, beta, free_bits)
             loss += recon
             dz = 0.0
+        ### BEGIN SOLUTION task_elbo
         dout = self.likelihood.backward(dlog_px_z, c_lik)                    # (S, N, P)
         dz = dz + self._decode_backward(dout, dec_cache, grads)             # (S, N, K)
         dmu_rep, dlv_rep, _ = gaussian.reparameterize_backward(dz, c_rep)
         self._encode_backward(dmu + dmu_rep, dlog_var + dlv_rep, enc_cache, grads)
+        ### END SOLUTION
         return LossAndGrads(loss, grads, recon, kl)
 
     def _kl_term(self, t: Terms, c_kl, beta: float, free_bits: float):

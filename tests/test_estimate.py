@@ -37,6 +37,7 @@ def _log_px_given(vae, x, z):
     return vae.log_px_z(x, z)
 
 
+@pytest.mark.task_iw
 @pytest.mark.parametrize("rows", [1, 7, 64, 10_000])
 def test_chunking_does_not_change_the_estimate(rows):
     """Same noise, any chunk size: the running log-sum-exp equals the direct one."""
@@ -57,6 +58,7 @@ def test_chunking_does_not_change_the_estimate(rows):
         assert np.all(np.abs(got.log_px - ref.log_px) < 5 * np.hypot(got.se, ref.se) + 1e-9)
 
 
+@pytest.mark.task_iw
 def test_no_overflow_with_huge_log_weights():
     vae = small_vae(likelihood="gaussian", obs_scale=1e-3)  # log p(x|z) ~ -1e6
     x = np.random.default_rng(3).standard_normal((2, D))
@@ -65,6 +67,7 @@ def test_no_overflow_with_huge_log_weights():
     assert np.all((r.ess >= 1) & (r.ess <= 100))
 
 
+@pytest.mark.task_iw
 def test_one_sample_is_the_elbo_in_expectation():
     rng = np.random.default_rng(5)
     vae, x = small_vae(), binary(rng, 2)
@@ -74,6 +77,7 @@ def test_one_sample_is_the_elbo_in_expectation():
     assert np.all(np.abs(reps.mean(0) - elbo) < 4 * se + 0.01)
 
 
+@pytest.mark.task_iw
 def test_estimate_rejects_bad_sample_counts():
     with pytest.raises(ValueError, match="S must be >= 1"):
         estimate_log_px(small_vae(), np.zeros((1, D)), 0, np.random.default_rng(0))

@@ -269,6 +269,7 @@ def linear_vae_with_mean_field_encoder(s: float, rho: float | None = None, seed:
     return vae, rng
 
 
+@pytest.mark.task_iw
 def test_importance_sampling_with_the_exact_posterior_has_zero_variance():
     rng = np.random.default_rng(2)
     s = 0.5
@@ -283,6 +284,7 @@ def test_importance_sampling_with_the_exact_posterior_has_zero_variance():
     np.testing.assert_allclose(est.ess, 4.0, rtol=1e-9)
 
 
+@pytest.mark.task_iw
 def test_importance_sampling_converges_to_the_exact_log_px():
     vae, rng = linear_vae_with_mean_field_encoder(s=0.5)
     W, b, s = ppca_from_vae(vae)
@@ -301,6 +303,7 @@ def test_importance_sampling_converges_to_the_exact_log_px():
     assert 0.5 < ses[0] / ses[-1] / math.sqrt(1000) < 2  # se ~ 1 / sqrt(S)
 
 
+@pytest.mark.task_iw
 def test_importance_weighted_bound_increases_with_S():
     vae, rng = linear_vae_with_mean_field_encoder(s=0.5, rho=0.9)
     W, b, s = ppca_from_vae(vae)
@@ -326,6 +329,7 @@ def test_importance_weighted_bound_increases_with_S():
     assert np.all(np.abs(bounds[0] - vae_elbo) <= 4 * np.hypot(ses[0], vae_se))
 
 
+@pytest.mark.task_iw
 def test_naive_estimator_is_far_worse_than_importance_sampling_for_a_narrow_posterior():
     # s = 0.05: the posterior is ~0.05 wide, so few prior samples land where p(x | z) is large
     vae, rng = linear_vae_with_mean_field_encoder(s=0.05, rho=0.5)
@@ -357,6 +361,7 @@ def test_quadrature_converges_in_n(K):
     assert np.max(np.abs(quadrature_log_px(vae, x, n=n0, limit=10.0) - reference)) <= 1e-10
 
 
+@pytest.mark.task_iw
 @pytest.mark.parametrize("K", [1, 2])
 def test_elbo_importance_sampling_and_posterior_kl_against_quadrature(K):
     rng = np.random.default_rng(100 + K)

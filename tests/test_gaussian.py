@@ -27,6 +27,7 @@ def params(rng, n=N, k=K):
 
 
 # ---------------------------------------------------------------- gradient checks
+@pytest.mark.task_reparam
 @pytest.mark.parametrize("eps_shape", [(N, K), (5, N, K), (1, N, K)])
 def test_reparameterize_backward_gradcheck(eps_shape):
     rng = np.random.default_rng(len(eps_shape) + eps_shape[0])
@@ -37,6 +38,7 @@ def test_reparameterize_backward_gradcheck(eps_shape):
     assert max(errors) <= TOL, errors
 
 
+@pytest.mark.task_reparam
 def test_reparameterize_backward_shapes():
     rng = np.random.default_rng(0)
     mu, log_var = params(rng)
@@ -48,12 +50,14 @@ def test_reparameterize_backward_shapes():
     np.testing.assert_array_equal(dmu, np.full((N, K), 6.0))
 
 
+@pytest.mark.task_kl
 def test_kl_std_normal_backward_gradcheck():
     rng = np.random.default_rng(1)
     errors = check_backward(kl_std_normal_forward, kl_std_normal_backward, list(params(rng)), rng)
     assert len(errors) == 2 and max(errors) <= TOL, errors
 
 
+@pytest.mark.task_kl
 def test_kl_diag_backward_gradcheck_all_four_inputs():
     rng = np.random.default_rng(2)
     inputs = [*params(rng), *params(rng)]
@@ -89,6 +93,7 @@ def test_std_is_sqrt_of_exp_log_var():
     np.testing.assert_allclose(std(log_var) ** 2, np.exp(log_var), rtol=1e-14)
 
 
+@pytest.mark.task_kl
 def test_kl_std_normal_equals_kl_diag_against_standard_normal():
     rng = np.random.default_rng(6)
     mu, log_var = rng.standard_normal((8, K)) * 3, rng.uniform(-6, 6, (8, K))
@@ -98,6 +103,7 @@ def test_kl_std_normal_equals_kl_diag_against_standard_normal():
                                rtol=1e-13)
 
 
+@pytest.mark.task_kl
 def test_kl_matches_per_dimension_formula():
     """Hand-computed: mu = 1, sigma^2 = e -> (1 + e - 1 - 1) / 2 per dimension."""
     kl = kl_std_normal_forward(np.ones((1, 2)), np.ones((1, 2)))[0]
@@ -107,6 +113,7 @@ def test_kl_matches_per_dimension_formula():
     np.testing.assert_allclose(kl, [(np.log(4) + 0.25) / 2], rtol=1e-15)
 
 
+@pytest.mark.task_kl
 def test_kl_diag_of_q_with_itself_is_exactly_zero():
     rng = np.random.default_rng(7)
     mu, log_var = rng.standard_normal((50, K)) * 3, rng.uniform(-10, 10, (50, K))
@@ -123,6 +130,7 @@ def _mc_kl(mu, log_var, mu_p, log_var_p, rng, S):
     return terms.mean(axis=0), terms.std(axis=0, ddof=1) / np.sqrt(S)
 
 
+@pytest.mark.task_kl
 def test_kl_std_normal_agrees_with_monte_carlo_through_the_sampler():
     rng = np.random.default_rng(8)
     mu, log_var = rng.standard_normal((N, K)), rng.uniform(-2, 1, (N, K))
@@ -132,6 +140,7 @@ def test_kl_std_normal_agrees_with_monte_carlo_through_the_sampler():
     assert np.all(se < 0.05 * kl)  # the check has teeth: error bars well below the KL
 
 
+@pytest.mark.task_kl
 def test_kl_diag_agrees_with_monte_carlo_through_the_sampler():
     rng = np.random.default_rng(9)
     mu, log_var = rng.standard_normal((N, K)), rng.uniform(-1, 1, (N, K))
@@ -185,6 +194,7 @@ def test_entropy_matches_closed_form_and_monte_carlo():
 
 
 # ---------------------------------------------------------------- properties
+@pytest.mark.task_kl
 @settings(max_examples=200, deadline=None)
 @given(mu_lv=gaussian_params(np.float64, mu_bound=1e3, log_var_bound=30.0))
 @example(mu_lv=(np.zeros((1, 1)), np.full((1, 1), 1e-20)))
@@ -197,6 +207,7 @@ def test_kl_std_normal_is_nonnegative(mu_lv):
     assert np.all(kl >= 0)
 
 
+@pytest.mark.task_kl
 @settings(max_examples=100, deadline=None)
 @given(q=gaussian_params(np.float64, mu_bound=1e3, log_var_bound=30.0), data=st.data())
 def test_kl_diag_is_nonnegative(q, data):
@@ -208,6 +219,7 @@ def test_kl_diag_is_nonnegative(q, data):
     assert np.all(kl >= 0)
 
 
+@pytest.mark.task_kl
 @settings(max_examples=30, deadline=None)
 @given(shape=shapes_2d, dtype=dtypes)
 def test_kl_is_exactly_zero_at_the_prior(shape, dtype):
@@ -220,6 +232,7 @@ def test_kl_is_exactly_zero_at_the_prior(shape, dtype):
     np.testing.assert_array_equal(dlog_var, 0.0)
 
 
+@pytest.mark.task_kl
 @settings(max_examples=50, deadline=None)
 @given(mu_lv=gaussian_params(np.float64, mu_bound=100.0, log_var_bound=10.0))
 def test_kl_is_positive_away_from_the_prior(mu_lv):
@@ -238,6 +251,8 @@ def test_zero_noise_gives_the_mean(dtype, mu_lv, S):
     np.testing.assert_array_equal(z, np.broadcast_to(mu, eps.shape))
 
 
+@pytest.mark.task_kl
+@pytest.mark.task_reparam
 @settings(max_examples=60, deadline=None)
 @given(dtype=dtypes, data=st.data())
 def test_ops_keep_dtype_and_shape_and_leave_inputs_alone(dtype, data):

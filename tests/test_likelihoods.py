@@ -90,6 +90,7 @@ def test_get_likelihood_rejects_unknown_names_and_bad_scales():
             get_likelihood("gaussian", bad)
 
 
+@pytest.mark.task_bernoulli
 def test_likelihood_means():
     rng = np.random.default_rng(4)
     out = rng.standard_normal((2, N, D))
@@ -103,6 +104,7 @@ def test_likelihood_means():
 
 
 # ---------------------------------------------------------------- closed forms
+@pytest.mark.task_bernoulli
 def test_bernoulli_matches_naive_formula_for_moderate_logits():
     rng = np.random.default_rng(5)
     x, logits = sample_data("bernoulli", rng), rng.uniform(-8, 8, (2, N, D))
@@ -111,6 +113,7 @@ def test_bernoulli_matches_naive_formula_for_moderate_logits():
     np.testing.assert_allclose(bernoulli_forward(x, logits)[0], naive, rtol=1e-12)
 
 
+@pytest.mark.task_bernoulli
 def test_bernoulli_probabilities_of_0_and_1_sum_to_one():
     logits = np.linspace(-30, 30, 61)[:, None]  # (N, 1): D = 1
     p0 = np.exp(bernoulli_forward(np.zeros_like(logits), logits)[0])
@@ -226,6 +229,7 @@ def test_finite_dtype_shape_and_pure_for_extreme_inputs(name, data):
     assert all(np.array_equal(a, a0) for a, a0 in zip(cache, cache0))
 
 
+@pytest.mark.task_bernoulli
 @pytest.mark.parametrize("name", ["bernoulli", "categorical"])
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())

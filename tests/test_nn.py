@@ -33,6 +33,7 @@ def away_from_zero(rng: np.random.Generator, shape) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- gradient checks
+@pytest.mark.task_layers
 @pytest.mark.parametrize("N,D,H", [(1, 1, 1), (3, 4, 5), (4, 2, 3)])
 def test_affine_backward_gradcheck(N, D, H):
     rng = np.random.default_rng(N * 100 + D * 10 + H)
@@ -41,6 +42,7 @@ def test_affine_backward_gradcheck(N, D, H):
     assert len(errors) == 3 and max(errors) <= TOL
 
 
+@pytest.mark.task_layers
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4), (5,)])
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_activation_backward_gradcheck(name, shape):
@@ -50,6 +52,7 @@ def test_activation_backward_gradcheck(name, shape):
     assert errors[0] <= TOL
 
 
+@pytest.mark.task_layers
 def test_activation_registry_is_the_tested_pairs():
     assert ACTIVATIONS == PAIRS
 
@@ -63,6 +66,7 @@ def test_affine_forward_values():
     np.testing.assert_array_equal(y, [[5.5, 1.0, 0.0]])
 
 
+@pytest.mark.task_layers
 def test_affine_backward_into_buffers_and_without_input_gradient():
     rng = np.random.default_rng(11)
     x, W, b, dy = (rng.standard_normal(s) for s in [(5, 4), (4, 3), (3,), (5, 3)])
@@ -75,6 +79,7 @@ def test_affine_backward_into_buffers_and_without_input_gradient():
     np.testing.assert_allclose(bufb, db, rtol=1e-15)
 
 
+@pytest.mark.task_layers
 def test_affine_backward_shapes_and_bias_sum():
     rng = np.random.default_rng(0)
     x, W, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), rng.standard_normal(2)
@@ -84,6 +89,7 @@ def test_affine_backward_shapes_and_bias_sum():
     np.testing.assert_allclose(db, dy.sum(axis=0), rtol=1e-15)
 
 
+@pytest.mark.task_layers
 def test_relu_and_leaky_relu_values():
     x = np.array([-2.0, -0.5, 0.0, 0.5, 3.0])
     np.testing.assert_array_equal(relu_forward(x)[0], [0.0, 0.0, 0.0, 0.5, 3.0])
@@ -138,6 +144,7 @@ def test_activation_dtype_shape_finite_and_pure(name, dtype, data):
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
 
 
+@pytest.mark.task_layers
 @settings(max_examples=30, deadline=None)
 @given(dtype=dtypes, shape=shapes_2d, H=st.integers(1, 4), data=st.data())
 def test_affine_dtype_shape_and_pure(dtype, shape, H, data):
@@ -156,6 +163,7 @@ def test_affine_dtype_shape_and_pure(dtype, shape, H, data):
     assert {a.dtype for a in (y, dx, dW, db)} == {np.dtype(dtype)}
 
 
+@pytest.mark.task_layers
 @settings(max_examples=30, deadline=None)
 @given(x=finite_arrays(shapes_any, np.float64, bound=30.0))
 def test_activation_derivatives_agree_with_their_definitions(x):

@@ -40,6 +40,7 @@ def test_momentum_by_hand():
     assert fresh[0] == pytest.approx(0.47, rel=1e-15)
 
 
+@pytest.mark.task_adam
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.75)])
 def test_adam_by_hand_textbook_form(betas):
     """Kingma & Ba, Algorithm 1, with explicit bias-corrected moments."""
@@ -61,6 +62,7 @@ def test_adam_by_hand_textbook_form(betas):
         np.testing.assert_allclose(param, theta, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.task_adam
 def test_adam_first_step_moves_every_coordinate_by_about_lr():
     """At t = 1, m_hat / sqrt(v_hat) = g / |g| = sign(g): the step is lr in each coordinate."""
     param = np.array(THETA0)
@@ -86,6 +88,7 @@ def test_updates_in_place_and_keep_float32(name):
     assert new_state.t == state.t + 1 == 1
 
 
+@pytest.mark.task_adam
 def test_init_state_types_and_rejection():
     param = np.zeros(3)
     assert isinstance(init_state("sgd", param), SGDState)
@@ -121,6 +124,7 @@ def test_step_dispatches_on_state_type(name, step_fn):
         assert not np.allclose(p, via_step)
 
 
+@pytest.mark.task_adam
 def test_adam_minimizes_a_quadratic():
     """f(theta) = 1/2 (theta - c)^T A (theta - c) with an ill-conditioned diagonal A."""
     a, c = np.array([1.0, 10.0, 100.0]), np.array([1.0, -2.0, 3.0])

@@ -24,6 +24,7 @@ def data_for(likelihood: str, rng: np.random.Generator, n: int = N, d: int = D) 
     return rng.standard_normal((n, d))
 
 
+@pytest.mark.task_elbo
 @pytest.mark.parametrize("likelihood,activation", itertools.product(LIKELIHOODS, ACTIVATIONS))
 @pytest.mark.parametrize("S", [1, 3])
 def test_loss_and_grads_match_finite_differences(likelihood, activation, S):
@@ -42,6 +43,7 @@ def test_loss_and_grads_match_finite_differences(likelihood, activation, S):
     assert errors[worst] <= 1e-7, f"{worst}: {errors[worst]:.2e}"
 
 
+@pytest.mark.task_elbo
 def test_linear_model_gradcheck():
     """hidden=() is the linear-Gaussian (pPCA) model: still a VAE, still exact."""
     rng = np.random.default_rng(3)
@@ -209,6 +211,7 @@ def _check_model(vae, x, eps, **kw):
     return out
 
 
+@pytest.mark.task_elbo
 @pytest.mark.parametrize("S", [1, 4])
 def test_conditional_vae_gradients(S):
     rng = np.random.default_rng(11)
@@ -228,6 +231,7 @@ def test_context_changes_the_decoding():
     assert not np.allclose(vae.decode_mean(z, c=[[1.0, 0.0]]), vae.decode_mean(z, c=[[0.0, 1.0]]))
 
 
+@pytest.mark.task_elbo
 def test_separate_decoder_widths_and_linear_decoder():
     rng = np.random.default_rng(12)
     vae = VAE(x_dim=D, hidden=(7, 5), decoder_hidden=(), z_dim=K, likelihood="categorical",
@@ -237,6 +241,7 @@ def test_separate_decoder_widths_and_linear_decoder():
     assert VAE(**vae.config()).shapes == vae.shapes
 
 
+@pytest.mark.task_elbo
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian_learned"])
 @pytest.mark.parametrize("S", [1, 5])
 def test_iwae_objective_gradients(likelihood, S):
@@ -260,6 +265,7 @@ def test_iwae_loss_is_minus_the_iw_bound_and_tighter_than_the_elbo():
         vae.loss_and_grads(x, eps, objective="iwae", beta=0.5)
 
 
+@pytest.mark.task_elbo
 def test_free_bits_gradients_and_value():
     rng = np.random.default_rng(15)
     vae = VAE(x_dim=D, hidden=(5,), z_dim=K, activation="tanh", seed=5, dtype="float64")
