@@ -303,6 +303,7 @@ class VAE:
         ``grads``, if given, is a dict of preallocated arrays (e.g. ``vae.views(buffer)``)
         that receives the gradients; otherwise fresh arrays are returned.
         """
+        beta, free_bits = float(beta), float(free_bits)  # NumPy scalars would promote float32 arrays
         if objective not in ("elbo", "iwae"):
             raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
         if objective == "iwae" and (beta != 1.0 or free_bits):

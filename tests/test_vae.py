@@ -104,6 +104,26 @@ def test_dtype_float32_everywhere():
         assert np.isfinite(out.loss)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_float32_backward_never_promotes(monkeypatch, objective):
+    """Gradients land in float32 buffers through out=, which would hide a float64
+    intermediate: check the arrays flowing into every affine backward instead."""
+    import minivae.vae as vae_module
+    real, seen = vae_module.affine_backward, []
+
+    def checked(dy, cache, *a, **kw):
+        seen.append((dy.dtype, cache.x.dtype, cache.W.dtype))
+        return real(dy, cache, *a, **kw)
+
+    monkeypatch.setattr(vae_module, "affine_backward", checked)
+    rng = np.random.default_rng(3)
+    for lik in LIKELIHOODS:
+        vae = VAE(x_dim=D, hidden=(5,), z_dim=K, likelihood=lik, dtype="float32")
+        vae.loss_and_grads(data_for(lik, rng), rng.standard_normal((2, N, K)), objective=objective,
+                           **({} if objective == "iwae" else {"beta": np.float64(0.5), "free_bits": 0.1}))
+    assert seen and all(dt == np.float32 for triple in seen for dt in triple), set(seen)
+
+
 def test_float32_and_float64_agree():
     rng = np.random.default_rng(2)
     x, eps = data_for("bernoulli", rng), rng.standard_normal((N, K))
