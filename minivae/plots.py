@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "tile", "pca_2d",
     "save_image_grid", "save_reconstructions", "save_training_curves",
-    "save_latent_scatter", "save_manifold",
+    "save_latent_scatter", "save_manifold", "save_rate_distortion",
 ]
 
 DPI = 100          # pixels per inch of every saved PNG

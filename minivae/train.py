@@ -37,7 +37,7 @@ from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .vae import VAE
 
-__all__ = ["TrainConfig", "Dataset", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
+__all__ = ["TrainConfig", "Dataset", "corpus_splits", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
            "TrainingError", "one_hot"]
 
 #: test-set binarization and evaluation noise are fixed, so every run is scored alike.

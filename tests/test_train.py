@@ -1,5 +1,6 @@
 """The trainer and the command line, on a small slice of the real MNIST."""
 import dataclasses
+import os
 import io
 import json
 import subprocess
@@ -323,3 +324,37 @@ def test_sweep_trains_each_beta_and_plots_rate_against_distortion(tmp_path, caps
     assert main(argv) == 0  # again: the finished runs are reused, not retrained
     assert "already trained" in capsys.readouterr().out
     assert main(["sweep", "--betas", "1,x"]) == 2
+
+
+def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """Kill -9 the training process several times; every time the run folder holds a
+    loadable checkpoint, and the resumed run ends bit for bit where a clean run ends."""
+    import signal
+    import time
+
+    cfg = dataclasses.replace(SMALL, epochs=40, hidden=(128,), train_size=6000)
+    run(cfg, out=tmp_path / "clean")
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "minivae", "train", "--epochs", "40", "--z-dim", "4", "--hidden", "128",
+            "--batch-size", "64", "--train-size", "6000", "--test-size", "100", "--no-figures",
+            "--no-progress", "--out", str(out)]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    rng = np.random.default_rng(0)
+    kills = 0
+    for attempt in range(4):  # killed at a random moment, four times
+        resume = ["--resume"] if (out / "checkpoint.npz").exists() else []
+        proc = subprocess.Popen(args + resume, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.5, 4.0))  # past start-up, somewhere in the training
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()[-2000:]
+        if (out / "checkpoint.npz").exists():
+            load_run(out)  # never a torn or unloadable checkpoint
+    resume = ["--resume"] if (out / "checkpoint.npz").exists() else []
+    done = subprocess.run(args + resume, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert kills >= 2
+    np.testing.assert_array_equal(load_run(tmp_path / "clean")[1].flat, load_run(out)[1].flat)
+    assert load_run(out)[3].epoch == 40
