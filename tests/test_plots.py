@@ -229,4 +229,5 @@ def test_save_manifold_rejects_wrong_decode_shape(tmp_path, wrong):
 
 def test_all_public_functions_are_exported():
     assert set(plots.__all__) == {"tile", "pca_2d", "save_image_grid", "save_reconstructions",
-                                  "save_training_curves", "save_latent_scatter", "save_manifold"}
+                                  "save_training_curves", "save_latent_scatter", "save_manifold",
+                                  "save_rate_distortion"}
