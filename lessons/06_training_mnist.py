@@ -188,12 +188,7 @@ print("saved", save_image_grid(samples, out_dir() / "06_samples.png", ncol=8,
 # neighbours.
 
 # %%
-def nearest_mean_accuracy(train_feats, train_labels, test_feats, test_labels):
-    """Classify each test row by the nearest class mean of the training rows. (N, F) -> accuracy."""
-    means = np.stack([train_feats[train_labels == k].mean(axis=0) for k in range(10)])  # (10, F)
-    dist = ((test_feats[:, None, :] - means[None]) ** 2).sum(axis=-1)                    # (M, 10)
-    return float(np.mean(dist.argmin(axis=1) == test_labels))
-
+from minivae.diagnostics import nearest_mean_accuracy  # noqa: E402
 
 n_fit = min(10_000, len(data.x_train))
 x_fit = binarize(data.x_train[:n_fit], rng)                       # (n, D) bits, like training

@@ -16,7 +16,7 @@ import numpy as np
 
 from .gaussian import kl_std_normal_forward
 
-__all__ = ["ACTIVE_THRESHOLD", "activity", "active_units", "kl_per_dimension"]
+__all__ = ["ACTIVE_THRESHOLD", "activity", "active_units", "kl_per_dimension", "nearest_mean_accuracy"]
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -37,3 +37,13 @@ def kl_per_dimension(mu: np.ndarray, log_var: np.ndarray) -> np.ndarray:
     mu, log_var = np.asarray(mu, np.float64), np.asarray(log_var, np.float64)
     per_dim = kl_std_normal_forward(mu[..., None], log_var[..., None])[0]  # (N, K): one "vector" per dim
     return per_dim.mean(axis=0)
+
+
+def nearest_mean_accuracy(train_feats: np.ndarray, train_labels: np.ndarray,
+                          test_feats: np.ndarray, test_labels: np.ndarray) -> float:
+    """How well codes separate classes: classify each test row by the nearest class
+    mean of the training rows. (N, F), (N,), (M, F), (M,) -> accuracy in [0, 1]."""
+    classes = np.unique(train_labels)
+    means = np.stack([train_feats[train_labels == k].mean(axis=0) for k in classes])  # (C, F)
+    dist = ((test_feats[:, None, :] - means[None]) ** 2).sum(axis=-1)                  # (M, C)
+    return float(np.mean(classes[dist.argmin(axis=1)] == test_labels))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minivae import VAE
-from minivae.diagnostics import active_units, activity, kl_per_dimension
+from minivae.diagnostics import active_units, activity, kl_per_dimension, nearest_mean_accuracy
 from minivae.estimate import estimate_log_px, log_weights, reparam_grad, score_function_grad
 from minivae.gaussian import kl_std_normal_forward, log_density
 from minivae.train import evaluate
@@ -132,3 +132,10 @@ def test_evaluate_reports_everything():
     assert r["nll"] == -r["iw_bound"]
     assert r["iw_bound"] > -r["elbo"]["loss"] - 4 * r["nll_se"]  # L_50 >= ELBO, up to noise
     assert 0 <= r["active_units"] <= K and r["nll_se"] > 0
+
+
+def test_nearest_mean_accuracy():
+    train = np.array([[0.0, 0.0], [0.2, 0.0], [5.0, 5.0], [5.2, 5.0]])
+    test = np.array([[0.1, 0.1], [4.9, 5.1], [0.0, 0.3]])
+    assert nearest_mean_accuracy(train, np.array([3, 3, 7, 7]), test, np.array([3, 7, 3])) == 1.0
+    assert nearest_mean_accuracy(train, np.array([3, 3, 7, 7]), test, np.array([7, 7, 7])) == pytest.approx(1 / 3)

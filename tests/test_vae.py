@@ -1,5 +1,6 @@
-"""The whole model: loss_and_grads (which runs every backward of the model, VAE._mlp_backward
-included) against finite differences, and the public contract."""
+"""The whole model: loss_and_grads (which runs every backward of the model: VAE._mlp_backward,
+_encode_backward and _decode_backward, also ConvVAE's in test_convvae.py) against finite
+differences, and the public contract."""
 import itertools
 import zlib
 
