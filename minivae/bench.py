@@ -12,6 +12,8 @@ For each batch size it reports, as medians over interleaved repetitions:
 * if PyTorch is installed, the identical model trained by PyTorch eager (and
   ``torch.compile`` with ``--compile``): same shapes, float32, same threads,
   Adam, summed BCE-with-logits + closed-form KL, and the ratio minivae/PyTorch.
+  PyTorch runs in a child process, as it would train alone, and is timed in
+  turn with minivae.
 
 Then importance-sampled evaluation (S = 5000 by default) on some test images:
 importance samples/s, the projected time for the 10,000-image test set, and the
@@ -22,6 +24,8 @@ interleaved, and medians are quoted.
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import time
 import tracemalloc
 
@@ -29,9 +33,17 @@ import numpy as np
 
 from . import optim
 from .estimate import estimate_log_px
+from .train import keep_freed_memory
 from .vae import VAE
 
 __all__ = ["train_step_timer", "gemm_floor_timer", "torch_step_timer", "main"]
+
+
+# Seconds of rest before each timing. NumPy's BLAS threads and PyTorch's OpenMP
+# threads spin for a while after their last task; without the rest, whichever
+# contender runs next shares its cores with the other's spinning threads (in one
+# process this halved PyTorch's measured speed here, which flattered minivae).
+SETTLE = 0.3
 
 
 def _seconds_per_call(fn, steps: int) -> float:
@@ -130,26 +142,63 @@ def torch_step_timer(vae: VAE, batch: int, rng: np.random.Generator, compile: bo
     return step
 
 
-def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, compile: bool) -> None:
+def _torch_worker(conn, vae_args: dict, batch: int, compile: bool) -> None:
+    """Child process: build the PyTorch step, then answer each request ``steps`` with
+    the seconds per step of that many steps (0 ends it)."""
+    keep_freed_memory()
+    step = torch_step_timer(VAE(**vae_args), batch, np.random.default_rng(0), compile)
+    if step is not None:
+        for _ in range(5):  # warm up (and compile)
+            step()
+    conn.send(step is not None)
+    for steps in iter(conn.recv, 0):
+        step(), step()  # untimed: wake the thread pool up again
+        conn.send(_seconds_per_call(step, steps))
+
+
+class _TorchProcess:
+    """PyTorch's step in its own process, as it would train alone: the two libraries'
+    thread pools and heaps do not meet. ``ok`` is False if PyTorch is not installed."""
+
+    def __init__(self, vae_args: dict, batch: int, compile: bool):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_torch_worker, args=(child, vae_args, batch, compile), daemon=True)
+        self.proc.start()
+        self.ok = self.conn.recv()
+
+    def seconds_per_step(self, steps: int) -> float:
+        self.conn.send(steps)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(0)
+        self.proc.join()
+
+
+def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, compile: bool,
+                   torch: bool = True) -> None:
     print(f"training step, float32, Adam ({steps} steps x {reps} interleaved repetitions, medians)")
     head = f"{'batch':>6} {'minivae/s':>11} {'step ms':>8} {'GEMM ms':>8} {'of floor':>8}"
     print(head + f" {'torch/s':>11} {'ratio':>6}" + (f" {'compiled/s':>11} {'ratio':>6}" if compile else ""))
     rng = np.random.default_rng(0)
     for B in batches:
-        timers = {"minivae": train_step_timer(VAE(**vae_args), B, rng),
-                  "floor": gemm_floor_timer(VAE(**vae_args), B, rng)}
-        t = torch_step_timer(VAE(**vae_args), B, rng)
-        if t is not None:
-            timers["torch"] = t
-            if compile:
-                timers["compiled"] = torch_step_timer(VAE(**vae_args), B, rng, compile=True)
-        for fn in timers.values():  # warm up (and compile)
-            for _ in range(5):
+        timers = {}  # name -> seconds_per_step(steps)
+        for name, fn in [("minivae", train_step_timer(VAE(**vae_args), B, rng)),
+                         ("floor", gemm_floor_timer(VAE(**vae_args), B, rng))]:
+            for _ in range(5):  # warm up
                 fn()
+            timers[name] = functools.partial(_wake_and_time, fn)
+        workers = [(name, _TorchProcess(vae_args, B, name == "compiled"))
+                   for name in (("torch", "compiled") if compile else ("torch",)) if torch]
+        timers.update((name, w.seconds_per_step) for name, w in workers if w.ok)
         times = {k: [] for k in timers}
         for _ in range(reps):
-            for k, fn in timers.items():
-                times[k].append(_seconds_per_call(fn, steps))
+            for k, seconds_per_step in timers.items():
+                time.sleep(SETTLE)
+                times[k].append(seconds_per_step(steps))
+        for _, w in workers:
+            w.close()
         med = {k: float(np.median(v)) for k, v in times.items()}
         line = (f"{B:>6} {B / med['minivae']:>11,.0f} {med['minivae'] * 1e3:>8.2f} "
                 f"{med['floor'] * 1e3:>8.2f} {med['floor'] / med['minivae']:>8.0%}")
@@ -160,6 +209,11 @@ def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, co
         if "compiled" in med:
             line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / med['minivae']:>6.2f}"
         print(line, flush=True)
+
+
+def _wake_and_time(fn, steps: int) -> float:
+    fn(), fn()  # untimed: wake the thread pool up again
+    return _seconds_per_call(fn, steps)
 
 
 def bench_evaluation(vae_args: dict, S: int, images: int, test_images: int = 10_000) -> None:
@@ -188,13 +242,16 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20, help="steps per timing (default 20)")
     p.add_argument("--reps", type=int, default=7, help="interleaved repetitions (default 7)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     p.add_argument("--iw", type=int, default=5000, help="importance samples (default 5000; 0 skips)")
     p.add_argument("--iw-images", type=int, default=20, help="images timed for the IW evaluation")
     a = p.parse_args(argv)
+    keep_freed_memory()  # as train() does; PyTorch, in the same process, profits alike
     vae_args = dict(x_dim=784, hidden=tuple(int(h) for h in a.hidden.split(",")), z_dim=a.z_dim,
                     activation=a.activation, dtype="float32")
     print(f"model 784-{a.hidden.replace(',', '-')}-{a.z_dim} {a.activation}, bernoulli")
-    bench_training(vae_args, [int(b) for b in a.batch_sizes.split(",")], a.steps, a.reps, a.compile)
+    bench_training(vae_args, [int(b) for b in a.batch_sizes.split(",")], a.steps, a.reps, a.compile,
+                   torch=not a.no_torch)
     if a.iw:
         bench_evaluation(vae_args, a.iw, a.iw_images)
 

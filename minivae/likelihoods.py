@@ -61,8 +61,9 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
     ### BEGIN SOLUTION task_bernoulli
-    logp = np.sum(x * logits - softplus(logits), axis=-1)
-    return logp, BernoulliCache(x, logits)
+    r = softplus(logits)  # (..., N, D), then updated in place
+    r -= x * logits
+    return -r.sum(axis=-1), BernoulliCache(x, logits)
     ### END SOLUTION
 
 
@@ -78,7 +79,10 @@ def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
     (forward only, e.g. 5000 importance samples per image) never pays for it.
     """
     ### BEGIN SOLUTION task_bernoulli
-    return _scale(cache.x - sigmoid(cache.logits), dlogp)
+    r = sigmoid(cache.logits)          # (..., N, D), then updated in place
+    np.subtract(cache.x, r, out=r)
+    r *= dlogp[..., None]
+    return r
     ### END SOLUTION
 
 

