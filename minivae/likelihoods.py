@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .gaussian import log_density_backward, log_density_forward
+from .gaussian import clamp_log_var_backward, clamp_log_var_forward, log_density_backward, log_density_forward
 from .nn import sigmoid, softplus
 
 __all__ = [
@@ -61,9 +61,9 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
     ### BEGIN SOLUTION task_bernoulli
-    r = softplus(logits)  # (..., N, D), then updated in place
-    r -= x * logits
-    return -r.sum(axis=-1), BernoulliCache(x, logits)
+    r = x * logits        # (..., N, D), then updated in place
+    r -= softplus(logits)
+    return r.sum(axis=-1), BernoulliCache(x, logits)
     ### END SOLUTION
 
 
@@ -79,8 +79,7 @@ def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
     (forward only, e.g. 5000 importance samples per image) never pays for it.
     """
     ### BEGIN SOLUTION task_bernoulli
-    r = sigmoid(cache.logits)          # (..., N, D), then updated in place
-    np.subtract(cache.x, r, out=r)
+    r = cache.x - sigmoid(cache.logits)  # (..., N, D), then scaled in place
     r *= dlogp[..., None]
     return r
     ### END SOLUTION
@@ -102,18 +101,26 @@ def gaussian_backward(dlogp: np.ndarray, cache):
 
 
 def gaussian_learned_forward(x: np.ndarray, out: np.ndarray):
-    r"""Gaussian whose mean and log-variance $v$ are both decoded: ``out`` = [mean | log_var].
+    r"""Gaussian whose mean and log-variance $v$ are both decoded: ``out`` = [mean | v].
 
+    $v$ is clipped to the safe range (:func:`minivae.gaussian.clamp_log_var_forward`).
+    On data with constant pixels, such as MNIST's zeros, the maximum-likelihood
+    variance there is 0 and the density unbounded: the clip is what bounds it
+    (at $\tfrac12(30 - \log 2\pi) \approx 14$ nats per pixel).
     x (N, D), out (..., N, 2D) -> logp (..., N).
     """
-    mean, log_var = np.split(out, 2, axis=-1)  # (..., N, D) each
-    return log_density_forward(x, mean, log_var)
+    mean, raw = np.split(out, 2, axis=-1)            # (..., N, D) each
+    log_var, c_clamp = clamp_log_var_forward(raw)
+    logp, c_dens = log_density_forward(x, mean, log_var)
+    return logp, (c_dens, c_clamp)
 
 
 def gaussian_learned_backward(dlogp: np.ndarray, cache):
-    r"""$[\bar m \mid \bar v]$ with $\bar v = \overline{\log p}\,\tfrac12((x-m)^2 e^{-v} - 1)$.  -> dout (..., N, 2D)."""
-    _, dmean, dlog_var = log_density_backward(dlogp, cache)
-    return np.concatenate([dmean, dlog_var], axis=-1)
+    r"""$[\bar m \mid \bar v]$ with $\bar v = \overline{\log p}\,\tfrac12((x-m)^2 e^{-v} - 1)$ inside the
+    safe range (0 outside).  -> dout (..., N, 2D)."""
+    c_dens, c_clamp = cache
+    _, dmean, dlog_var = log_density_backward(dlogp, c_dens)
+    return np.concatenate([dmean, clamp_log_var_backward(dlog_var, c_clamp)], axis=-1)
 
 
 # ---------------------------------------------------------------- Laplace

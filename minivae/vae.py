@@ -213,7 +213,18 @@ class VAE:
     def encode(self, x, c=None) -> tuple[np.ndarray, np.ndarray]:
         """x (N, D) [, c (N, C)] -> mu (N, K), log_var (N, K): the parameters of q(z | x)."""
         x = self._as_x(x)
-        return self._encode(x, self._as_c(c, len(x)))[:2]
+        return self._posterior(x, self._as_c(c, len(x)))[:2]
+
+    def _posterior(self, x: np.ndarray, c: np.ndarray | None = None):
+        """The encoder's heads, log_var clipped to the safe range (see
+        :func:`minivae.gaussian.clamp_log_var_forward`): mu, log_var (N, K), cache."""
+        mu, raw, enc_cache = self._encode(x, c)                            # (N, K) each
+        log_var, c_clamp = gaussian.clamp_log_var_forward(raw)
+        return mu, log_var, (enc_cache, c_clamp)
+
+    def _posterior_backward(self, dmu: np.ndarray, dlog_var: np.ndarray, cache, grads: dict) -> None:
+        enc_cache, c_clamp = cache
+        self._encode_backward(dmu, gaussian.clamp_log_var_backward(dlog_var, c_clamp), enc_cache, grads)
 
     def _encode(self, x: np.ndarray, c: np.ndarray | None = None):
         xc = x if c is None else np.concatenate([x, c], axis=1)  # (N, D + C)
@@ -235,10 +246,13 @@ class VAE:
     def decode(self, z, c=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """z (..., N, K) [, c (N, C)] -> the likelihood's parameters, (..., N, D): logits
         (bernoulli, categorical), mean (gaussian), location (laplace), or a
-        (mean, log_var) pair (gaussian_learned)."""
+        (mean, log_var) pair (gaussian_learned; log_var in the safe range)."""
         z = self._as_z(z)
         out = self._decode(z, self._as_c(c, z.shape[-2]))[0]
-        return tuple(np.split(out, 2, axis=-1)) if self.likelihood.params_per_dim == 2 else out
+        if self.likelihood.params_per_dim == 1:
+            return out
+        mean, raw = np.split(out, 2, axis=-1)
+        return mean, gaussian.clamp_log_var_forward(raw)[0]
 
     def decode_mean(self, z, c=None) -> np.ndarray:
         """z (..., N, K) [, c (N, C)] -> E[x | z] (..., N, D): pixel probabilities for
@@ -272,7 +286,7 @@ class VAE:
 
     # ------------------------------------------------------------ the objective
     def _forward(self, x: np.ndarray, eps: np.ndarray, c: np.ndarray | None = None):
-        mu, log_var, enc_cache = self._encode(x, c)                         # (N, K) each
+        mu, log_var, enc_cache = self._posterior(x, c)                      # (N, K) each
         z, c_rep = gaussian.reparameterize_forward(mu, log_var, eps)        # (S, N, K)
         out, dec_cache = self._decode(z, c)                                 # (S, N, P)
         log_px_z, c_lik = self.likelihood.forward(x, out)                   # (S, N)
@@ -328,7 +342,7 @@ class VAE:
         dout = self.likelihood.backward(dlog_px_z, c_lik)                    # (S, N, P)
         dz = dz + self._decode_backward(dout, dec_cache, grads)             # (S, N, K)
         dmu_rep, dlv_rep, _ = gaussian.reparameterize_backward(dz, c_rep)
-        self._encode_backward(dmu + dmu_rep, dlog_var + dlv_rep, enc_cache, grads)
+        self._posterior_backward(dmu + dmu_rep, dlog_var + dlv_rep, enc_cache, grads)
         ### END SOLUTION
         return LossAndGrads(loss, grads, recon, kl)
 

@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minivae.gaussian import (
-    LOG_2PI, entropy, kl_diag_backward, kl_diag_forward, kl_std_normal_backward,
+    LOG_2PI, LOG_VAR_LIMIT, clamp_log_var_backward, clamp_log_var_forward, entropy, kl_diag_backward, kl_diag_forward, kl_std_normal_backward,
     kl_std_normal_forward, log_density, log_density_backward, log_density_forward,
     reparameterize_backward, reparameterize_forward, std,
 )
@@ -48,6 +48,35 @@ def test_reparameterize_backward_shapes():
     assert z.shape == eps.shape
     assert dmu.shape == (N, K) and dlog_var.shape == (N, K) and deps.shape == eps.shape
     np.testing.assert_array_equal(dmu, np.full((N, K), 6.0))
+
+
+def test_clamp_log_var_backward_gradcheck_inside_and_outside_the_range():
+    rng = np.random.default_rng(7)
+    raw = rng.uniform(-45, 45, (N, 10))
+    raw[np.abs(np.abs(raw) - LOG_VAR_LIMIT) < 0.01] = 0.0  # keep off the two kinks
+    raw[0, :2] = [-44.0, 44.0]                              # some outside for sure
+    assert check_backward(clamp_log_var_forward, lambda d, c: (clamp_log_var_backward(d, c),),
+                          [raw], rng)[0] <= TOL
+    lv, cache = clamp_log_var_forward(raw)
+    assert np.all(np.abs(lv) <= LOG_VAR_LIMIT)
+    inside = np.abs(raw) <= LOG_VAR_LIMIT
+    assert np.array_equal(lv[inside], raw[inside])          # the identity where it matters
+    assert np.all(clamp_log_var_backward(np.ones_like(raw), cache)[~inside] == 0)
+
+
+def test_clamped_log_var_keeps_every_gaussian_op_finite_in_float32():
+    raw = np.array([[-1e4, -50.0, 50.0, 1e4]], np.float32)     # (1, 4)
+    lv = clamp_log_var_forward(raw)[0]
+    mu = np.full_like(lv, 1e3)
+    eps = np.full((3, 1, 4), 4.0, np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        z, c_rep = reparameterize_forward(mu, lv, eps)
+        kl, c_kl = kl_std_normal_forward(mu, lv)
+        logq, c_q = log_density_forward(z, mu, lv)
+        grads = [*reparameterize_backward(np.ones_like(z), c_rep), *kl_std_normal_backward(np.ones(1, np.float32), c_kl),
+                 *log_density_backward(np.ones((3, 1), np.float32), c_q)]
+    for a in (lv, z, kl, logq, *grads):
+        assert a.dtype == np.float32 and np.all(np.isfinite(a))
 
 
 @pytest.mark.task_kl

@@ -242,3 +242,19 @@ def test_log_probabilities_of_discrete_data_are_nonpositive(name, data):
     if name == "categorical":
         x = np.eye(x.shape[-1], dtype=out.dtype)[np.argmax(x, axis=-1)]  # one-hot: a single draw
     assert np.all(OPS[name][0](x, out)[0] <= 0)
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS)
+def test_outputs_broadcast_against_the_data_both_ways(name):
+    """One decoder output for many data points (out (S, 1, P) against x (N, D)) gives what
+    the explicitly repeated output gives: the in-place passes keep the broadcast shape."""
+    rng = np.random.default_rng(5)
+    forward, backward, _ = OPS[name]
+    x = sample_data(name, rng, n=4, d=3)
+    out = rng.standard_normal((2, 1, 6 if name == "gaussian_learned" else 3))
+    full = np.repeat(out, 4, axis=1)                       # (2, 4, P)
+    dlogp = rng.standard_normal((2, 4))
+    logp, cache = forward(x, out)
+    logp_full, cache_full = forward(x, full)
+    np.testing.assert_allclose(logp, logp_full, rtol=1e-12)
+    np.testing.assert_allclose(backward(dlogp, cache), backward(dlogp, cache_full), rtol=1e-12)
