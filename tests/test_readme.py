@@ -26,3 +26,11 @@ def test_ci_runs_the_readme_test_command():
     assert cmd in text
     ci = (README.parent / ".ci" / "run").read_text()
     assert cmd in ci
+
+
+def test_every_figure_the_readme_shows_is_committed():
+    text = README.read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(figures) >= 4
+    for f in figures:
+        assert (README.parent / f).is_file(), f
