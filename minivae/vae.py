@@ -31,7 +31,7 @@ from .nn import ACTIVATIONS, affine_backward, affine_forward
 from .objectives import (elbo_kl_form, free_bits_backward, free_bits_forward, iw_bound_backward,
                          iw_bound_forward)
 
-__all__ = ["VAE", "LossAndGrads", "Terms"]
+__all__ = ["VAE", "LossAndGrads", "Terms", "param_views"]
 
 DTYPES = ("float32", "float64")
 
@@ -139,12 +139,7 @@ class VAE:
 
     def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Name -> view into a flat buffer of ``n_params`` entries (params, grads, moments)."""
-        out, i = {}, 0
-        for name, shape in self.shapes.items():
-            n = int(np.prod(shape))
-            out[name] = flat[i:i + n].reshape(shape)
-            i += n
-        return out
+        return param_views(self.shapes, flat)
 
     @property
     def params(self) -> Mapping[str, np.ndarray]:
@@ -370,6 +365,16 @@ class VAE:
         dz_p = gaussian.log_density_backward(dlog_w, c_pz)[0]
         dz_q, dmu_q, dlv_q = gaussian.log_density_backward(-dlog_w, c_qz)       # (S, N, K) each
         return -float(bound.mean()), dlog_w, dz_p + dz_q, dmu_q.sum(0), dlv_q.sum(0)
+
+
+def param_views(shapes: Mapping[str, tuple[int, ...]], flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Name -> view of ``flat`` with that shape, the arrays laid end to end in ``shapes``' order."""
+    out, i = {}, 0
+    for name, shape in shapes.items():
+        n = int(np.prod(shape))
+        out[name] = flat[i:i + n].reshape(shape)
+        i += n
+    return out
 
 
 def _widths(hidden) -> tuple:
