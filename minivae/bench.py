@@ -179,13 +179,14 @@ class _TorchProcess:
 def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, compile: bool,
                    torch: bool = True) -> None:
     print(f"training step, float32, Adam ({steps} steps x {reps} interleaved repetitions, medians)")
-    head = f"{'batch':>6} {'minivae/s':>11} {'step ms':>8} {'GEMM ms':>8} {'of floor':>8}"
+    head = f"{'batch':>6} {'minivae/s':>11} {'step ms':>8} {'GEMM ms':>8} {'of floor':>8} {'peak MiB':>8}"
     print(head + f" {'torch/s':>11} {'ratio':>6}" + (f" {'compiled/s':>11} {'ratio':>6}" if compile else ""))
     rng = np.random.default_rng(0)
     for B in batches:
         timers = {}  # name -> seconds_per_step(steps)
-        for name, fn in [("minivae", train_step_timer(VAE(**vae_args), B, rng)),
-                         ("floor", gemm_floor_timer(VAE(**vae_args), B, rng))]:
+        step = train_step_timer(VAE(**vae_args), B, rng)
+        peak = _peak_bytes(step)
+        for name, fn in [("minivae", step), ("floor", gemm_floor_timer(VAE(**vae_args), B, rng))]:
             for _ in range(5):  # warm up
                 fn()
             timers[name] = functools.partial(_wake_and_time, fn)
@@ -201,7 +202,7 @@ def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, co
             w.close()
         med = {k: float(np.median(v)) for k, v in times.items()}
         line = (f"{B:>6} {B / med['minivae']:>11,.0f} {med['minivae'] * 1e3:>8.2f} "
-                f"{med['floor'] * 1e3:>8.2f} {med['floor'] / med['minivae']:>8.0%}")
+                f"{med['floor'] * 1e3:>8.2f} {med['floor'] / med['minivae']:>8.0%} {peak / 2**20:>8.1f}")
         if "torch" in med:
             line += f" {B / med['torch']:>11,.0f} {med['torch'] / med['minivae']:>6.2f}"
         else:
@@ -209,6 +210,17 @@ def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, co
         if "compiled" in med:
             line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / med['minivae']:>6.2f}"
         print(line, flush=True)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak bytes NumPy allocates during one call of ``fn`` beyond what already exists
+    (for a training step: activations, caches and temporaries; the parameters,
+    gradients and Adam moments are allocated before)."""
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 def _wake_and_time(fn, steps: int) -> float:
@@ -221,12 +233,10 @@ def bench_evaluation(vae_args: dict, S: int, images: int, test_images: int = 10_
     rng = np.random.default_rng(1)
     x = (rng.random((images, vae.x_dim)) < 0.2).astype(vae.dtype)
     estimate_log_px(vae, x[:1], min(S, 500), rng)  # warm up
-    tracemalloc.start()
     start = time.perf_counter()
     estimate_log_px(vae, x, S, rng)
     seconds = time.perf_counter() - start
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = _peak_bytes(lambda: estimate_log_px(vae, x[:2], S, rng))  # it works in fixed-size chunks
     rate = images * S / seconds
     print(f"importance-sampled evaluation, S={S}: {rate:,.0f} importance samples/s "
           f"({images} images in {seconds:.1f} s); {test_images:,} test images would take "
