@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, resolve_checkpoint
-from .data import DataError
+from .data import DataError, escape_line_breaks
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import nats_to_bits_per_dim
@@ -30,7 +30,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the command and the fix."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # argparse quotes the offending arguments as typed, line breaks included
+        self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)} (see {self.prog} --help)\n")
 
 
 def _number(kind, lowest: float, what: str):
@@ -330,7 +331,11 @@ def main(argv=None) -> int:
                     "lessons": cmd_lessons, "assign": cmd_assign}
         return commands[args.command](args)
     except USER_ERRORS as e:
-        print(f"minivae {args.command}: error: {e}", file=sys.stderr)
+        print(f"minivae {args.command}: error: {escape_line_breaks(str(e))}", file=sys.stderr)
+        return 2
+    except MemoryError as e:  # e.g. sample -n 1000000000
+        print(f"minivae {args.command}: error: out of memory ({escape_line_breaks(str(e))}); "
+              f"ask for smaller sizes", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"minivae {args.command}: interrupted", file=sys.stderr)

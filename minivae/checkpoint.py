@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from .data import escape_line_breaks
+
 __all__ = [
     "CHECKPOINT_NAME",
     "FORMAT_NAME",
@@ -73,7 +75,11 @@ _PICKLE_PROTO_OPCODE = b"\x80"  # first byte of every pickle of protocol 2 or la
 
 
 class CheckpointError(ValueError):
-    """A checkpoint cannot be saved or loaded; the message says why and where."""
+    """A checkpoint cannot be saved or loaded; the message says why and where, on one
+    line (line breaks in a path are shown escaped, as ``\\n``)."""
+
+    def __init__(self, message: str):
+        super().__init__(escape_line_breaks(str(message)))
 
 
 def _one_line(text: object) -> str:

@@ -50,8 +50,21 @@ class DataError(ValueError):
     """A data file or a data array is missing, corrupt or unfit for its use.
 
     The message is a single line that names the file path or the array and
-    says what was found.
+    says what was found. Line breaks inside it (a file name may hold one) are
+    shown escaped, as ``\\n``.
     """
+
+    def __init__(self, message: str):
+        super().__init__(escape_line_breaks(str(message)))
+
+
+#: every character ``str.splitlines`` breaks a line at, and how it is shown instead
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def escape_line_breaks(text: str) -> str:
+    """Return ``text`` with its line breaks escaped (``"a\\nb"``), so that it prints as one line."""
+    return text.translate(_LINE_BREAKS)
 
 
 # ---------------------------------------------------------------------------
@@ -157,7 +170,11 @@ def parse_idx(raw: bytes, name: str, *, expected_magic: int | None = None) -> np
         raise DataError(
             f"{name}: IDX dimensions {dims} need {expected} data bytes but the file has {found}"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    try:  # sizes can fit the data yet not make a NumPy array: more than 64 dimensions, or a
+        # zero size beside sizes whose product overflows
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    except ValueError as e:
+        raise DataError(f"{name}: IDX dimensions {dims} cannot form an array ({_one_line(e)})") from e
 
 
 # ---------------------------------------------------------------------------
@@ -272,6 +289,13 @@ def load_mnist(
         raise DataError(
             f"{folder}: {images_name} has {images.shape[0]} images but "
             f"{labels_name} has {labels.shape[0]} labels"
+        )
+    if images.shape[0] == 0:
+        raise DataError(f"{folder / images_name} holds no images")
+    if labels.max() > 9:
+        first = int(np.argmax(labels > 9))
+        raise DataError(
+            f"{folder / labels_name}: label {labels[first]} at index {first}; MNIST labels are digits 0..9"
         )
 
     x = images.reshape(images.shape[0], -1).astype(np.float32)  # (N, 784)

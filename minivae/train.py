@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -81,6 +82,13 @@ class TrainConfig:
     free_bits: float = 0.0     # per-dimension floor on the batch-mean KL, in nats (0: off)
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # the types first: a config from JSON may hold anything
+            v = getattr(self, f.name)
+            ok = {"int": isinstance(v, numbers.Integral) and not isinstance(v, bool),
+                  "float": isinstance(v, numbers.Real) and not isinstance(v, bool),
+                  "str": isinstance(v, str), "bool": isinstance(v, bool)}.get(f.type, True)
+            if not ok:
+                raise ValueError(f"{f.name.replace('_', '-')} must be of type {f.type}, got {v!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "channels", tuple(int(h) for h in self.channels))
         if self.decoder_hidden is not None:
@@ -334,6 +342,10 @@ def load_run(path) -> tuple[TrainConfig, VAE, object, RunState]:
         vae = cfg.build()
         opt_state = optim.init_state(cfg.optimizer, vae.flat)
         rs = RunState(**meta["state"])
+        opt_t = meta.get("opt_t", 0)
+        problem = _run_state_problem(rs, opt_t)
+        if problem:
+            raise ValueError(problem)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{resolve_checkpoint(path)}: checkpoint content is not a minivae run ({e})") from None
     if arrays.get("params") is None or arrays["params"].shape != vae.flat.shape:
@@ -344,7 +356,26 @@ def load_run(path) -> tuple[TrainConfig, VAE, object, RunState]:
         if stored is None or stored.shape != v.shape:
             raise CheckpointError(f"{resolve_checkpoint(path)}: optimizer state opt.{k} missing or mis-shaped")
         v[...] = stored
-    return cfg, vae, opt_state._replace(t=int(meta.get("opt_t", 0))), rs
+    return cfg, vae, opt_state._replace(t=opt_t), rs
+
+
+def _run_state_problem(rs: RunState, opt_t) -> str | None:
+    """What in a run state read from a checkpoint the training loop could not use, or None."""
+    def number(v):  # as JSON reads them back; a diverged test loss may be inf or nan
+        return type(v) in (int, float)
+
+    if not all(type(v) is int and v >= 0 for v in (rs.epoch, rs.batch, rs.step, opt_t)):
+        return "epoch, batch, step and opt_t must be integers >= 0"
+    if not number(rs.seconds):
+        return "seconds must be a number"
+    sums = rs.train_sums
+    if not (isinstance(sums, dict) and {"loss", "recon", "kl", "n"} <= sums.keys()
+            and all(number(v) for v in sums.values())):
+        return "train_sums must map loss, recon, kl and n to numbers"
+    if not (isinstance(rs.history, list) and all(
+            isinstance(row, dict) and all(v is None or number(v) for v in row.values()) for row in rs.history)):
+        return "history must be a list of rows of numbers"
+    return None
 
 
 # ---------------------------------------------------------------- progress
