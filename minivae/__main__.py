@@ -325,7 +325,12 @@ def _iw_progress(n: int, S: int):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # argparse fills a positional given only as '--' tokens (`assign build -- --`) with []
+    empty = [name for name, value in vars(args).items() if isinstance(value, list) and not value]
+    if empty:
+        parser.error(f"the following arguments are required: {', '.join(empty)}")
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
                     "lessons": cmd_lessons, "assign": cmd_assign}

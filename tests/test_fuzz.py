@@ -608,6 +608,14 @@ def test_cli_messages_stay_one_line_when_the_argument_has_a_line_break(cli_sandb
     assert code == 2 and shown in err
 
 
+@pytest.mark.parametrize("argv", [["assign", "build", "--", "--"], ["assign", "build", "--"]])
+def test_cli_positional_given_only_as_double_dashes_is_missing(cli_sandbox, capsys, argv):
+    """Regression: argparse turned `assign build -- --` into out=[], and the command failed
+    with a TypeError traceback."""
+    code, exited, err = run_cli(argv, capsys, cli_sandbox)
+    assert (code, exited) == (2, True) and "required: out" in err
+
+
 def test_cli_memory_error_is_one_line(cli_sandbox, capsys, monkeypatch):
     """Regression: an out-of-memory failure (e.g. ``sample -n 10**9``) printed a traceback."""
     def too_big(*a, **kw):
