@@ -1,8 +1,8 @@
 """The course's lesson scripts: find, list and run them.
 
 Lessons live in ``lessons/NN_topic.py`` beside the package, in percent format
-(``# %%`` cells): each opens in Jupyter or VS Code as a notebook and runs as a
-plain script. A lesson calls :func:`quick` to pick small sizes when
+(``# %%`` cells): each opens as a notebook in VS Code, or in Jupyter with
+jupytext, and runs as a plain script. A lesson calls :func:`quick` to pick small sizes when
 ``MINIVAE_QUICK=1`` (as in CI) and :func:`out_dir` for where its figures go.
 
     python -m minivae lessons            # the list

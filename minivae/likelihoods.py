@@ -61,9 +61,10 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
     ### BEGIN SOLUTION task_bernoulli
-    r = x * logits        # (..., N, D), then updated in place
-    r -= softplus(logits)
-    return r.sum(axis=-1), BernoulliCache(x, logits)
+    # sum_d x_d l_d as one contraction: no (..., N, D) product array is made
+    r = np.einsum("...d,...d->...", logits, x)   # (..., N)
+    r -= softplus(logits).sum(axis=-1)
+    return r, BernoulliCache(x, logits)
     ### END SOLUTION
 
 

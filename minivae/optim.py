@@ -66,27 +66,39 @@ def adam_step(param: np.ndarray, grad: np.ndarray, state: AdamState, lr: float,
     which is the update above rearranged, so no corrected copy of m or v is made.
     Every pass writes into ``state.buf`` (allocated once): Adam touches every
     parameter several times per step and is memory bound, so fresh temporaries
-    of the parameters' size would cost as much as the arithmetic.
+    of the parameters' size would cost as much as the arithmetic. For the same
+    reason the passes run block by block (along the first axis, ``BLOCK`` rows
+    at a time): a block of all five arrays stays in the core's cache for its
+    twelve passes instead of streaming the whole arrays through memory twelve
+    times. Each element sees the same operations either way, so the result is
+    identical.
     """
     ### BEGIN SOLUTION task_adam
     t = state.t + 1
-    m, v = state.m, state.v
     buf = np.empty_like(param) if state.buf is None else state.buf
-    np.subtract(grad, m, out=buf)          # m += (1 - b1)(g - m)
-    buf *= 1 - beta1
-    m += buf
-    np.multiply(grad, grad, out=buf)       # v += (1 - b2)(g^2 - v)
-    buf -= v
-    buf *= 1 - beta2
-    v += buf
     c2 = math.sqrt(1 - beta2 ** t)
-    np.sqrt(v, out=buf)                    # theta -= step * m / (sqrt(v) + eps c2)
-    buf += eps * c2
-    np.divide(m, buf, out=buf)
-    buf *= lr * c2 / (1 - beta1 ** t)
-    param -= buf
-    return AdamState(m, v, t, buf)
+    step_size, eps_hat = lr * c2 / (1 - beta1 ** t), eps * c2
+    for i in range(0, len(param), BLOCK):
+        p, g, m, v, b = (a[i:i + BLOCK] for a in (param, grad, state.m, state.v, buf))  # views
+        np.subtract(g, m, out=b)       # m += (1 - b1)(g - m)
+        b *= 1 - beta1
+        m += b
+        np.multiply(g, g, out=b)       # v += (1 - b2)(g^2 - v)
+        b -= v
+        b *= 1 - beta2
+        v += b
+        np.sqrt(v, out=b)              # theta -= step_size * m / (sqrt(v) + eps_hat)
+        b += eps_hat
+        np.divide(m, b, out=b)
+        b *= step_size
+        p -= b
+    return AdamState(state.m, state.v, t, buf)
     ### END SOLUTION
+
+
+# Rows per block of adam_step: five float32 blocks of 2^16 parameters take
+# 1.25 MiB, inside a core's L2 cache on current x86 CPUs.
+BLOCK = 1 << 16
 
 
 OPTIMIZERS = ("adam", "momentum", "sgd")
