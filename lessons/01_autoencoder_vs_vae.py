@@ -11,7 +11,7 @@
 # **Builds on** nothing but NumPy; lessons 2 to 4 derive the pieces used here
 # (the KL, the reparameterization, the ELBO).
 #
-# **Runtime** about a minute on a laptop CPU (three small models trained on
+# **Runtime** about a minute and a half on a laptop CPU (three small models trained on
 # 10,000 MNIST digits); a few seconds with `MINIVAE_QUICK=1`, which uses 4x4 toy
 # images instead.
 

@@ -10,7 +10,7 @@
 # **Builds on** lesson 6 (the VAE, its backward pass and the training loop); the ELBO,
 # the reparameterization and the likelihoods are unchanged.
 #
-# **Runtime** on a laptop CPU: about 30 seconds (a few seconds with `MINIVAE_QUICK=1`).
+# **Runtime** on a laptop CPU: under a minute (a few seconds with `MINIVAE_QUICK=1`).
 
 # %% [markdown]
 # ## A convolution is a matrix product
