@@ -28,7 +28,7 @@ def data_for(likelihood: str, rng: np.random.Generator, n: int = N, d: int = D) 
 
 
 @pytest.mark.task_elbo
-@pytest.mark.parametrize("likelihood,activation", itertools.product(LIKELIHOODS, ACTIVATIONS))
+@pytest.mark.parametrize("likelihood,activation", list(itertools.product(LIKELIHOODS, ACTIVATIONS)))
 @pytest.mark.parametrize("S", [1, 3])
 def test_loss_and_grads_match_finite_differences(likelihood, activation, S):
     rng = np.random.default_rng(zlib.crc32(f"{likelihood}/{activation}/{S}".encode()))  # stable across runs
