@@ -84,6 +84,22 @@ def test_special_rejects_outside_the_domain(bad):
 
 
 # ---------------------------------------------------------------- attention
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax_backward_gradcheck(axis):
+    """The softmax's Jacobian-vector product, on its own (attention and the Dirichlet
+    weights use it), along any axis; a -inf logit gets weight 0 and gradient 0."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((3, 4, 5)) * 3
+
+    def forward(a):
+        p = nvib.softmax(a, axis)
+        return p, p
+    assert check_backward(forward, lambda dp, p: nvib._softmax_backward(dp, p, axis), [a], rng)[0] <= TOL
+    a[0, 0, 0] = -np.inf
+    p = nvib.softmax(a, axis)
+    assert p[0, 0, 0] == 0 and nvib._softmax_backward(rng.standard_normal(p.shape), p, axis)[0, 0, 0] == 0
+
+
 def test_attention_backward_gradcheck():
     rng = np.random.default_rng(3)
     q, k, v = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2))

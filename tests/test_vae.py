@@ -1,5 +1,5 @@
 """The whole model: loss_and_grads (which runs every backward of the model: VAE._mlp_backward,
-_encode_backward and _decode_backward, also ConvVAE's in test_convvae.py) against finite
+_posterior_backward, _encode_backward and _decode_backward, also ConvVAE's in test_convvae.py) against finite
 differences, and the public contract."""
 import itertools
 import zlib
@@ -323,6 +323,30 @@ def test_extreme_weights_and_inputs_give_finite_loss_and_gradients(likelihood, d
     assert np.isfinite(out.loss) and np.isfinite(out.recon) and np.isfinite(out.kl)
     for name, g in out.grads.items():
         assert g.dtype == np.dtype(dtype) and np.all(np.isfinite(g)), name
+
+
+@pytest.mark.parametrize("c_dim", [0, 2])
+def test_posterior_backward_gradcheck_with_clipped_units(c_dim):
+    """VAE._posterior_backward on its own: from random dmu, dlog_var to the encoder's
+    parameters, through the log-variance clip (two units pushed below its range get
+    exactly 0), against finite differences; the decoder's gradients are not touched."""
+    rng = np.random.default_rng(12)
+    vae = VAE(x_dim=D, hidden=(5,), z_dim=K, dtype="float64", seed=3, c_dim=c_dim)
+    vae.params["enc.log_var.b"][:2] = -40.0
+    x = data_for("bernoulli", rng)
+    c = np.eye(c_dim)[rng.integers(0, c_dim, N)] if c_dim else None
+    dmu, dlog_var = rng.standard_normal((N, K)), rng.standard_normal((N, K))
+
+    def loss():
+        mu, log_var, _ = vae._posterior(x, c)
+        return float(np.sum(dmu * mu) + np.sum(dlog_var * log_var))
+    grads = vae.views(np.full(vae.n_params, np.nan))
+    vae._posterior_backward(dmu, dlog_var, vae._posterior(x, c)[2], grads)
+    enc = [k for k in vae.params if k.startswith("enc.")]
+    errors = check_params(loss, {k: vae.params[k] for k in enc}, {k: grads[k] for k in enc})
+    assert max(errors.values()) <= 1e-7, errors
+    assert np.all(grads["enc.log_var.b"][:2] == 0) and np.all(grads["enc.log_var.W"][:, :2] == 0)
+    assert all(np.all(np.isnan(g)) for k, g in grads.items() if not k.startswith("enc."))
 
 
 def test_gradient_through_the_log_var_clip_matches_finite_differences():
