@@ -33,6 +33,14 @@ class Parser(argparse.ArgumentParser):
         # argparse quotes the offending arguments as typed, line breaks included
         self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        # argparse fills a positional given only as '--' tokens (`assign build -- --`) with []
+        empty = [name for name, value in vars(ns).items() if isinstance(value, list) and not value]
+        if empty:
+            self.error(f"the following arguments are required: {', '.join(empty)}")
+        return ns, rest
+
 
 def _number(kind, lowest: float, what: str):
     """An argparse type: parse with ``kind``, then require a finite value >= lowest."""
@@ -325,12 +333,7 @@ def _iw_progress(n: int, S: int):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # argparse fills a positional given only as '--' tokens (`assign build -- --`) with []
-    empty = [name for name, value in vars(args).items() if isinstance(value, list) and not value]
-    if empty:
-        parser.error(f"the following arguments are required: {', '.join(empty)}")
+    args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
                     "lessons": cmd_lessons, "assign": cmd_assign}

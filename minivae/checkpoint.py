@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import escape_line_breaks
+from .data import OneLineError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -74,12 +74,9 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 _PICKLE_PROTO_OPCODE = b"\x80"  # first byte of every pickle of protocol 2 or later
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OneLineError):
     """A checkpoint cannot be saved or loaded; the message says why and where, on one
     line (line breaks in a path are shown escaped, as ``\\n``)."""
-
-    def __init__(self, message: str):
-        super().__init__(escape_line_breaks(str(message)))
 
 
 def _one_line(text: object) -> str:

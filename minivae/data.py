@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "OneLineError",
     "DataError",
     "MNIST_DIR",
     "mnist_dir",
@@ -46,16 +47,20 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
-    """A data file or a data array is missing, corrupt or unfit for its use.
-
-    The message is a single line that names the file path or the array and
-    says what was found. Line breaks inside it (a file name may hold one) are
-    shown escaped, as ``\\n``.
-    """
+class OneLineError(ValueError):
+    """An error whose message is one line: line breaks inside it (a file name may
+    hold one) are shown escaped, as ``\\n``. The base of DataError and CheckpointError."""
 
     def __init__(self, message: str):
         super().__init__(escape_line_breaks(str(message)))
+
+
+class DataError(OneLineError):
+    """A data file or a data array is missing, corrupt or unfit for its use.
+
+    The message is a single line that names the file path or the array and
+    says what was found.
+    """
 
 
 #: every character ``str.splitlines`` breaks a line at, and how it is shown instead

@@ -1,4 +1,5 @@
-"""Hypothesis strategies shared by the tests: small shapes, finite floats of bounded size.
+"""Hypothesis strategies shared by the tests: small shapes, finite floats of bounded size;
+and :func:`assert_one_line`, the check of the library's one-line error promise.
 
 Bounds are exactly representable in float32 (integers or powers of two), so the
 same strategy serves float32 and float64 arrays.
@@ -6,6 +7,7 @@ same strategy serves float32 and float64 arrays.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -53,3 +55,14 @@ def data_for(draw, likelihood: str, shape, dtype=np.float64, bound: float = 1e3)
     if likelihood == "categorical":
         return draw(arrays(np.dtype(dtype), shape, elements=st.integers(0, 5).map(float)))
     return draw(finite_arrays(shape, dtype, bound))
+
+
+def assert_one_line(message, *fragments: str) -> str:
+    """``message`` (a string, or a ``pytest.raises`` result) is one line, with no line break
+    of any kind (as ``str.splitlines`` counts them), and holds every fragment; returns it."""
+    if isinstance(message, pytest.ExceptionInfo):
+        message = str(message.value)
+    assert message and len(message.splitlines()) == 1, repr(message)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message

@@ -33,6 +33,8 @@ from minivae.checkpoint import (
     save_checkpoint,
 )
 
+from strategies import assert_one_line
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,13 +71,6 @@ def header_of(members):
 def encode_header(header):
     """Encode a header dict the way the checkpoint format stores it."""
     return np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-
-
-def assert_one_line_error_about(excinfo, path):
-    """Assert the error message is a single line that names ``path``."""
-    message = str(excinfo.value)
-    assert "\n" not in message
-    assert str(path) in message
 
 
 def small_state(step=3):
@@ -173,11 +168,11 @@ def test_existing_file_without_suffix_is_overwritten_in_place(tmp_path):
 def test_missing_checkpoint_is_reported_with_its_path(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint at") as excinfo:
         resolve_checkpoint(tmp_path / "nowhere")
-    assert_one_line_error_about(excinfo, tmp_path / "nowhere")
+    assert_one_line(excinfo, str(tmp_path / "nowhere"))
 
     with pytest.raises(CheckpointError, match="no checkpoint at") as excinfo:
         load_checkpoint(tmp_path)  # an empty folder
-    assert_one_line_error_about(excinfo, tmp_path / CHECKPOINT_NAME)
+    assert_one_line(excinfo, str(tmp_path / CHECKPOINT_NAME))
     assert issubclass(CheckpointError, ValueError)
 
 
@@ -369,7 +364,7 @@ def test_object_member_is_refused_without_running_code(tmp_path):
 
     with pytest.raises(CheckpointError, match="pickled/object data; checkpoints never run code") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
     assert not marker.exists()
 
     # Control: the payload is live, so the check above could have failed.
@@ -387,7 +382,7 @@ def test_object_member_beside_a_valid_header_is_refused(tmp_path):
 
     with pytest.raises(CheckpointError, match="refusing") as excinfo:
         load_checkpoint(tmp_path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
     assert not marker.exists()
 
 
@@ -398,7 +393,7 @@ def test_plain_pickle_renamed_npz_is_refused(tmp_path):
 
     with pytest.raises(CheckpointError, match="never run code") as excinfo:
         load_checkpoint(tmp_path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
     assert not marker.exists()
 
     pickle.loads(path.read_bytes())  # control: the payload is live
@@ -411,7 +406,7 @@ def test_structured_dtype_with_object_field_is_refused(tmp_path):
     write_members(path, {"rec": rec})
     with pytest.raises(CheckpointError, match="refusing") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 # ---------------------------------------------------------------- damaged and foreign files
@@ -425,7 +420,7 @@ def test_truncated_files_are_rejected(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(CheckpointError) as excinfo:
             load_checkpoint(path)
-        assert_one_line_error_about(excinfo, path)
+        assert_one_line(excinfo, str(path))
 
 
 @pytest.mark.parametrize("prefix", [b"", b"PK\x03\x04", b"\x93NUMPY"])
@@ -434,7 +429,7 @@ def test_random_bytes_are_rejected(tmp_path, prefix):
     path.write_bytes(prefix + random.Random(7).randbytes(4000))
     with pytest.raises(CheckpointError, match="not a readable minivae checkpoint") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 def test_bare_npy_and_foreign_zip_are_rejected(tmp_path):
@@ -444,14 +439,14 @@ def test_bare_npy_and_foreign_zip_are_rejected(tmp_path):
     npy.write_bytes(buf.getvalue())
     with pytest.raises(CheckpointError, match="not a readable") as excinfo:
         load_checkpoint(npy)
-    assert_one_line_error_about(excinfo, npy)
+    assert_one_line(excinfo, str(npy))
 
     foreign = tmp_path / "b.npz"
     with zipfile.ZipFile(foreign, "w") as zf:
         zf.writestr("readme.txt", "hello")
     with pytest.raises(CheckpointError, match="not a NumPy array") as excinfo:
         load_checkpoint(foreign)
-    assert_one_line_error_about(excinfo, foreign)
+    assert_one_line(excinfo, str(foreign))
 
 
 def test_plain_npz_without_header_is_rejected(tmp_path):
@@ -459,7 +454,7 @@ def test_plain_npz_without_header_is_rejected(tmp_path):
     write_members(path, {"w": np.ones(3)})
     with pytest.raises(CheckpointError, match="not a minivae checkpoint") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 def test_wrong_format_version_names_both_versions(tmp_path):
@@ -472,7 +467,7 @@ def test_wrong_format_version_names_both_versions(tmp_path):
 
     with pytest.raises(CheckpointError) as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
     message = str(excinfo.value)
     assert "999" in message
     assert f"only format_version {FORMAT_VERSION} is supported" in message
@@ -483,7 +478,7 @@ def test_reader_expecting_another_version_refuses_current_files(tmp_path):
     with pytest.raises(CheckpointError, match=f"format_version {FORMAT_VERSION}, but only "
                                               f"format_version {FORMAT_VERSION + 1}") as excinfo:
         load_checkpoint(path, expect_format_version=FORMAT_VERSION + 1)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 @pytest.mark.parametrize("edit", [
@@ -502,7 +497,7 @@ def test_malformed_headers_are_rejected(tmp_path, edit):
     write_members(path, members)
     with pytest.raises(CheckpointError) as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 def test_header_that_is_not_json_is_rejected(tmp_path):
@@ -512,7 +507,7 @@ def test_header_that_is_not_json_is_rejected(tmp_path):
     write_members(path, members)
     with pytest.raises(CheckpointError, match="header") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 @pytest.mark.parametrize("tamper", ["value", "rename", "dtype", "drop", "add"])
@@ -534,7 +529,7 @@ def test_tampered_arrays_fail_the_checksum(tmp_path, tamper):
 
     with pytest.raises(CheckpointError, match="checksum") as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 def test_flipped_byte_in_the_file_is_rejected(tmp_path):
@@ -547,7 +542,7 @@ def test_flipped_byte_in_the_file_is_rejected(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError) as excinfo:
         load_checkpoint(path)
-    assert_one_line_error_about(excinfo, path)
+    assert_one_line(excinfo, str(path))
 
 
 # ---------------------------------------------------------------- save refuses bad input
@@ -566,7 +561,7 @@ def test_flipped_byte_in_the_file_is_rejected(tmp_path):
 def test_save_refuses_arrays_it_cannot_store(tmp_path, arrays, fragment):
     with pytest.raises(CheckpointError, match=re.escape(fragment)) as excinfo:
         save_checkpoint(tmp_path, arrays, {})
-    assert_one_line_error_about(excinfo, tmp_path / CHECKPOINT_NAME)
+    assert_one_line(excinfo, str(tmp_path / CHECKPOINT_NAME))
     assert os.listdir(tmp_path) == []
 
 
@@ -589,7 +584,7 @@ def test_save_refuses_meta_json_cannot_store(tmp_path, meta, fragment):
     save_checkpoint(tmp_path, old_arrays, old_meta)
     with pytest.raises(CheckpointError, match=re.escape(fragment)) as excinfo:
         save_checkpoint(tmp_path, {"w": np.zeros(2)}, meta)
-    assert_one_line_error_about(excinfo, tmp_path / CHECKPOINT_NAME)
+    assert_one_line(excinfo, str(tmp_path / CHECKPOINT_NAME))
     assert os.listdir(tmp_path) == [CHECKPOINT_NAME]
     assert load_checkpoint(tmp_path)[1] == old_meta
 

@@ -23,19 +23,12 @@ from minivae.data import (
     validate_data,
 )
 
+from strategies import assert_one_line
+
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-
-
-def assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
-    """Assert a DataError message is one line and holds every fragment; return it."""
-    msg = str(err.value)
-    assert "\n" not in msg and "\r" not in msg, msg
-    for fragment in fragments:
-        assert fragment in msg, (fragment, msg)
-    return msg
 
 
 # ---------------------------------------------------------------------------

@@ -48,6 +48,8 @@ from minivae.data import DataError, load_mnist, parse_idx, validate_data
 from minivae.text import load_text_folder
 from minivae.train import RunState, TrainConfig, load_run, save_run
 
+from strategies import assert_one_line
+
 TIME_LIMIT = 60  # seconds per test; the whole file takes well under that
 
 
@@ -83,13 +85,6 @@ class Fixed(dict):
 
     def __repr__(self):
         return f"<{', '.join(self)}>"
-
-
-def assert_one_line(message: str, *fragments: str) -> None:
-    """The message is one line (no line break of any kind) and holds every fragment."""
-    assert message and len(message.splitlines()) == 1, repr(message)
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
 
 
 def mutate(raw: bytes, ops) -> bytes:
