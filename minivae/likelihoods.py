@@ -61,10 +61,11 @@ def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
     x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
     """
     ### BEGIN SOLUTION task_bernoulli
-    # sum_d x_d l_d as one contraction: no (..., N, D) product array is made
-    r = np.einsum("...d,...d->...", logits, x)   # (..., N)
-    r -= softplus(logits).sum(axis=-1)
-    return r, BernoulliCache(x, logits)
+    # subtract per element, then sum: at |logit| = 1e4 the two terms cancel exactly
+    # element by element, where two separate sums of 1e4-sized terms would not
+    r = x * logits        # (..., N, D), then updated in place
+    r -= softplus(logits)
+    return r.sum(axis=-1), BernoulliCache(x, logits)
     ### END SOLUTION
 
 
