@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .resources import bundled
+
 __all__ = [
     "OneLineError",
     "DataError",
@@ -76,8 +78,8 @@ def escape_line_breaks(text: str) -> str:
 # Where the MNIST files live
 # ---------------------------------------------------------------------------
 
-MNIST_DIR = Path(__file__).resolve().parent.parent / "data" / "mnist"
-"""Default MNIST folder: ``data/mnist`` next to the ``minivae`` package."""
+MNIST_DIR = bundled("mnist")
+"""Default MNIST folder: the repository's ``data/mnist``, or its copy inside an installed wheel."""
 
 MNIST_ENV_VAR = "MINIVAE_DATA"
 SUMS_FILE = "SHA256SUMS.uncompressed"
@@ -223,11 +225,16 @@ def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())
 
 
+#: how to get a good copy back: the files ship with minivae, nothing is downloaded
+_RESTORE = ("restore the bundled files (`git checkout -- data/mnist` in a clone, or reinstall minivae), "
+            f"or set {MNIST_ENV_VAR} to a folder holding all four files and {SUMS_FILE}")
+
+
 def _read_verified_idx(path: Path, sums: dict[str, str], expected_magic: int) -> np.ndarray:
     """Decompress one .gz IDX file, check its sha256, parse it; uint8 array out."""
     if not path.is_file():
         raise DataError(
-            f"MNIST file {path} is missing; download the four IDX .gz files into {path.parent}"
+            f"MNIST file {path} is missing; {_RESTORE}"
         )
     try:
         packed = path.read_bytes()
@@ -236,7 +243,7 @@ def _read_verified_idx(path: Path, sums: dict[str, str], expected_magic: int) ->
     try:
         raw = gzip.decompress(packed)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path} is corrupt or truncated ({_one_line(e)}); download it again") from e
+        raise DataError(f"{path} is corrupt or truncated ({_one_line(e)}); {_RESTORE}") from e
 
     idx_name = path.name.removesuffix(".gz")
     expected = sums.get(idx_name)
@@ -246,7 +253,7 @@ def _read_verified_idx(path: Path, sums: dict[str, str], expected_magic: int) ->
     if actual != expected:
         raise DataError(
             f"checksum mismatch for {path}: sha256 of the decompressed bytes is {actual[:16]}..., "
-            f"expected {expected[:16]}... from {SUMS_FILE}; the file is corrupt, download it again"
+            f"expected {expected[:16]}... from {SUMS_FILE}; the file is corrupt; {_RESTORE}"
         )
     return parse_idx(raw, str(path), expected_magic=expected_magic)
 
