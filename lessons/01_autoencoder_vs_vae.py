@@ -23,7 +23,7 @@ from matplotlib.patches import Circle
 from minivae import VAE, gaussian, optim
 from minivae.data import binarize, binarize_static, load_mnist, toy_binary_patterns
 from minivae.exact import quadrature_log_px
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 from minivae.plots import tile
 
 QUICK = quick()
@@ -305,9 +305,7 @@ for j, (name, vae) in enumerate(models.items()):
     axes[1, j].set_yticks([])
     axes[1, j].set_title(rf"{name}: decoded $z \sim \mathcal{{N}}(0, I)$", fontsize=10)
 
-path = out_dir() / "01_autoencoder_vs_vae.png"
-fig.savefig(path, dpi=90)
-print(f"saved {path}")
+show(fig, "01_autoencoder_vs_vae.png", dpi=90)
 
 # %% [markdown]
 # ## Summary

@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minivae import gaussian, gradcheck
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 
 QUICK = quick()
 rng = np.random.default_rng(2)
@@ -262,9 +262,7 @@ ax2.set_title(r"Monte Carlo error $\propto n^{-1/2}$")
 ax2.legend(fontsize=8)
 ax2.grid(True, which="both", alpha=0.3)
 
-path = out_dir() / "02_kl.png"
-fig.savefig(path, dpi=110)
-print(f"saved {path}")
+show(fig, "02_kl.png", dpi=110)
 
 # %% [markdown]
 # ## Summary

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from minivae import gaussian, gradcheck
 from minivae.estimate import reparam_grad, score_function_grad
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 
 QUICK = quick()
 rng = np.random.default_rng(3)
@@ -262,9 +262,7 @@ ax2.set_title("variance: measured (dots), derived (lines)")
 ax2.legend(fontsize=8)
 ax2.grid(True, which="both", alpha=0.3)
 
-path = out_dir() / "03_reparameterization.png"
-fig.savefig(path, dpi=110)
-print(f"saved {path}")
+show(fig, "03_reparameterization.png", dpi=110)
 
 # %% [markdown]
 # ## Summary

@@ -22,7 +22,7 @@ from minivae import VAE, gaussian
 from minivae.estimate import log_weights
 from minivae.exact import (gaussian_elbo_linear, kl_diag_full, ppca_from_vae, ppca_log_px,
                            ppca_optimal_encoder, ppca_posterior)
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 from minivae.objectives import elbo_joint_form, elbo_kl_form
 
 QUICK = quick()
@@ -276,9 +276,7 @@ axes[0].legend(fontsize=8, loc="upper center", ncol=2)
 bottom = min(r["elbo_t"].min() for r in results.values())
 axes[0].set_ylim(bottom - 0.3, max(r["log_px"][0] for r in results.values()) + 1.3)
 
-path = out_dir() / "04_elbo.png"
-fig.savefig(path, dpi=110)
-print(f"saved {path}")
+show(fig, "04_elbo.png", dpi=110)
 
 # %% [markdown]
 # ## Summary

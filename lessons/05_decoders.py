@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minivae import VAE, gradcheck
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 from minivae.likelihoods import (bernoulli_backward, bernoulli_forward, categorical_backward,
                                  categorical_forward, gaussian_backward, gaussian_forward,
                                  gaussian_learned_forward, get_likelihood, laplace_backward,
@@ -313,9 +313,7 @@ ax3.set_xticks(np.arange(6) * 29 + 13.5, ["data", "data", "data", "data", "Gauss
 ax3.set_yticks([])
 ax3.set_title("images: 60% with the stroke at the left, 40% at the right; the best single image of each decoder")
 
-path = out_dir() / "05_decoders.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "05_decoders.png")
 
 # %% [markdown]
 # ## 7. Categorical: one of $C$ outcomes, or counts

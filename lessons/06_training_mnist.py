@@ -23,10 +23,9 @@ import numpy as np
 
 from minivae import optim
 from minivae.data import binarize
-from minivae.lessons import out_dir, quick
+from minivae.lessons import out_dir, quick, show
 from minivae.likelihoods import bernoulli_forward
-from minivae.plots import (pca_2d, save_image_grid, save_latent_scatter, save_manifold,
-                           save_reconstructions, save_training_curves)
+from minivae.plots import image_grid, latent_scatter, manifold, pca_2d, reconstructions, training_curves
 from minivae.train import TrainConfig, load_dataset, load_run, train
 
 QUICK = quick()
@@ -59,7 +58,7 @@ assert set(np.unique(data.x_test)) <= {0.0, 1.0}
 # ## 2. The number to beat
 #
 # A decoder that ignores $z$ can do no better than independent pixels with
-# $p_d = $ the training frequency of pixel $d$ (the maximum-likelihood fit). It is a
+# $p_d$ equal to the training frequency of pixel $d$ (the maximum-likelihood fit). It is a
 # VAE whose posterior equals the prior: rate 0, and a distortion of
 #
 # $$ -\log p(x) = -\sum_d \big[x_d\log p_d + (1 - x_d)\log(1 - p_d)\big] . $$
@@ -152,8 +151,7 @@ assert last["test_kl"] > 1                                         # the latent 
 # fresh bits; the test value is measured at the end of the epoch.
 
 # %%
-path = save_training_curves(history, out_dir() / "06_curves.png")
-print(f"saved {path}")
+show(training_curves(history), "06_curves.png")
 
 # %% [markdown]
 # ## 6. Reconstructions and samples
@@ -169,9 +167,8 @@ mu, log_var = vae.encode(x_test)                                  # (M, K) each
 recon = vae.decode_mean(mu[:16])                                  # (16, D) in [0, 1]
 samples = vae.decode_mean(rng.standard_normal((64, cfg.z_dim), dtype=vae.dtype))  # (64, D)
 assert recon.min() >= 0 and recon.max() <= 1 and samples.min() >= 0 and samples.max() <= 1
-print("saved", save_reconstructions(x_test[:16], recon, out_dir() / "06_reconstructions.png"))
-print("saved", save_image_grid(samples, out_dir() / "06_samples.png", ncol=8,
-                               title="samples from the prior (pixel means)"))
+show(reconstructions(x_test[:16], recon), "06_reconstructions.png")
+show(image_grid(samples, ncol=8, title="samples from the prior (pixel means)"), "06_samples.png")
 
 # %% [markdown]
 # ## 7. The latent space
@@ -199,8 +196,8 @@ acc_pca = nearest_mean_accuracy(pcs[:n_fit], data.y_train[:n_fit], pcs[n_fit:], 
 print(f"nearest class mean on the 2-D code: {acc_vae:.1%}; on 2 principal components: {acc_pca:.1%}")
 assert acc_vae > 0.30 and acc_vae > acc_pca
 
-print("saved", save_latent_scatter(mu[:2000], y_test[:2000], out_dir() / "06_latent.png"))
-print("saved", save_manifold(vae.decode_mean, out_dir() / "06_manifold.png"))
+show(latent_scatter(mu[:2000], y_test[:2000]), "06_latent.png")
+show(manifold(vae.decode_mean), "06_manifold.png")
 
 # %% [markdown]
 # ## 8. Interpolating between two digits
@@ -231,8 +228,8 @@ for a, b in pairs:
     print(f"digit {y_test[a]} -> {y_test[b]}: largest of 49 steps = "
           f"{jumps.max() / np.linalg.norm(fine[-1] - fine[0]):.0%} of the total change")
 grid = np.concatenate(rows)                                       # (2 * pairs * T, D)
-print("saved", save_image_grid(grid, out_dir() / "06_interpolation.png", ncol=len(t),
-                               title="pairs of rows: decoded latent line, then pixel blend"))
+show(image_grid(grid, ncol=len(t), title="pairs of rows: decoded latent line, then pixel blend"),
+     "06_interpolation.png")
 
 # %% [markdown]
 # ## Summary

@@ -22,9 +22,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minivae.diagnostics import ACTIVE_THRESHOLD, active_units, kl_per_dimension
-from minivae.lessons import out_dir, quick
+from minivae.lessons import out_dir, quick, show
 from minivae.likelihoods import bernoulli_forward
-from minivae.plots import save_rate_distortion, tile
+from minivae.plots import rate_distortion, tile
 from minivae.train import TrainConfig, load_dataset, load_run, train
 
 QUICK = quick()
@@ -149,9 +149,7 @@ print("rate:", np.round(rate, 2), " distortion:", np.round(distortion, 1), " act
 # trade that the ELBO ($\beta = 1$) would refuse.
 
 # %%
-path = save_rate_distortion(rate, distortion, [f"beta={b:g}" for b in betas],
-                            out_dir() / "07_rate_distortion.png")
-print(f"saved {path}")
+show(rate_distortion(rate, distortion, [f"beta={b:g}" for b in betas]), "07_rate_distortion.png")
 
 # %% [markdown]
 # ## 5. Where the rate goes: KL per dimension
@@ -179,9 +177,7 @@ ax.set_ylabel("mean KL of the dimension  [nats]")
 ax.set_title("the rate, dimension by dimension")
 ax.grid(alpha=0.3, which="both")
 ax.legend(fontsize=8)
-path = out_dir() / "07_kl_per_dimension.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "07_kl_per_dimension.png")
 
 # %% [markdown]
 # ## 6. Latent traversals
@@ -212,9 +208,7 @@ for ax, b in zip(fig.subplots(1, 2), shown):
     ax.set_xlabel(r"value of $z_k$ (others 0)")
     ax.set_ylabel("dimension: its KL")
     ax.set_title(f"beta = {b:g}")
-path = out_dir() / "07_traversals.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "07_traversals.png")
 
 # %% [markdown]
 # ## 7. Fighting collapse: warm-up and free bits

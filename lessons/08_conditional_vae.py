@@ -22,8 +22,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from minivae.data import binarize
-from minivae.lessons import out_dir, quick
-from minivae.plots import save_image_grid, tile
+from minivae.lessons import out_dir, quick, show
+from minivae.plots import image_grid, tile
 from minivae.train import TrainConfig, load_dataset, load_run, one_hot, train
 
 QUICK = quick()
@@ -141,9 +141,7 @@ for ax, mu_, title in zip(fig.subplots(1, 2), [mu_vae, mu_cvae],
     ax.set_ylabel(r"$\mu_2$")
     ax.set_title(f"posterior means of test digits, {title}")
 fig.colorbar(points, ax=fig.axes, ticks=range(10), label="digit")
-path = out_dir() / "08_latents.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "08_latents.png")
 
 # %% [markdown]
 # ## 5. Generating every digit in the same handwriting
@@ -162,8 +160,7 @@ z = rng.standard_normal((8, base.z_dim), dtype=cvae.dtype)        # (8, K): eigh
 Z = np.tile(z, (10, 1))                                           # (80, K): row-major, class by class
 C = one_hot(np.repeat(np.arange(10), 8))                          # (80, 10)
 grid = cvae.decode_mean(Z, C)                                     # (80, D)
-print("saved", save_image_grid(grid, out_dir() / "08_same_style.png", ncol=8,
-                               title="one row per label (0 to 9), the same z in each column"))
+show(image_grid(grid, ncol=8, title="one row per label (0 to 9), the same z in each column"), "08_same_style.png")
 
 images = grid.reshape(10, 8, -1)                                  # (class, style, D)
 d_label = np.mean([np.linalg.norm(images[a] - images[b], axis=-1).mean()
@@ -215,9 +212,7 @@ ax.imshow(tile(rows.reshape(-1, rows.shape[-1]), ncol=11), cmap="gray", vmin=0, 
 ax.set_xticks(np.arange(11) * 29 + 13.5, ["input"] + [f"c={k}" for k in range(10)])
 ax.set_yticks([])
 ax.set_title("style transfer: z from the input (with its label), decoded with every label")
-path = out_dir() / "08_style_transfer.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "08_style_transfer.png")
 
 # %% [markdown]
 # ## Summary

@@ -70,7 +70,7 @@ from minivae import VAE
 from minivae.estimate import estimate_log_px, log_weights
 from minivae.exact import (gaussian_elbo_linear, ppca_log_px, ppca_optimal_encoder,
                            quadrature_log_px)
-from minivae.lessons import out_dir, quick
+from minivae.lessons import out_dir, quick, show
 from minivae.objectives import iw_bound_forward
 from minivae.train import TrainConfig, load_run, load_split, train
 
@@ -324,9 +324,7 @@ ax.set_ylabel("nats")
 ax.set_title("(c) the IWAE bound rises from the ELBO to log p(x)")
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
-path = out_dir() / "09_log_px_estimators.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "09_log_px_estimators.png")
 
 # %% [markdown]
 # ## Takeaways

@@ -73,7 +73,7 @@ from matplotlib.patches import Ellipse
 from minivae.data import toy_gaussian_mixture
 from minivae.em import GaussianMixture, e_step, elbo, fit, init_mixture, log_likelihood, m_step
 from minivae.gradcheck import numerical_gradient
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 
 QUICK = quick()
 N, C = (300, 3) if QUICK else (600, 3)
@@ -260,9 +260,7 @@ for c in range(C):
 ax_d.set_aspect("equal")
 ax_d.set_title("(d) points coloured by soft responsibilities (RGB)")
 ax_d.legend(fontsize=8, loc="upper right")
-path = out_dir() / "10_em_staircase.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "10_em_staircase.png")
 
 # %% [markdown]
 # ## From EM to the VAE

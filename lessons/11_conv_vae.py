@@ -60,7 +60,7 @@ from minivae.conv import (col2im, conv2d_backward, conv2d_forward, depth_to_spac
                           space_to_depth_backward, space_to_depth_forward)
 from minivae.convvae import ConvVAE
 from minivae.gradcheck import check_backward, check_params
-from minivae.lessons import out_dir, quick
+from minivae.lessons import out_dir, quick, show
 from minivae.train import TrainConfig, evaluate_elbo, load_run, load_split, train
 
 QUICK = quick()
@@ -250,7 +250,6 @@ assert all(b < a for a, b in zip(train_losses, train_losses[1:]))  # and it fell
 
 # %%
 mu, _ = vae.encode(x_test[:16])                                  # (16, K)
-plots.save_reconstructions(x_test[:16], vae.decode_mean(mu), out_dir() / "11_reconstructions.png")
 z = np.random.default_rng(0).standard_normal((64, Z))            # (64, K) from the prior
 samples = vae.decode_mean(z)                                     # (64, 784)
 samples_untrained = cfg.build().decode_mean(z)                   # (64, 784), the same z, initial weights
@@ -269,10 +268,10 @@ assert share_before > 10 / 784                                   # initializatio
 assert share_after < share_before / 5                            # training smooths it away
 lo = samples_untrained[:16].min(axis=1, keepdims=True)
 hi = samples_untrained[:16].max(axis=1, keepdims=True)
-plots.save_image_grid((samples_untrained[:16] - lo) / (hi - lo), out_dir() / "11_samples_untrained.png",
-                      ncol=8, title="untrained ConvVAE samples, contrast stretched per image")
-plots.save_image_grid(samples, out_dir() / "11_samples.png", ncol=8,
-                      title="ConvVAE samples from the prior (pixel means)")
+show(plots.reconstructions(x_test[:16], vae.decode_mean(mu)), "11_reconstructions.png")
+show(plots.image_grid((samples_untrained[:16] - lo) / (hi - lo), ncol=8,
+                      title="untrained ConvVAE samples, contrast stretched per image"), "11_samples_untrained.png")
+show(plots.image_grid(samples, ncol=8, title="ConvVAE samples from the prior (pixel means)"), "11_samples.png")
 
 fig = Figure(figsize=(11, 3.8), layout="constrained")
 axes = fig.subplots(1, 3)
@@ -285,9 +284,7 @@ for ax, (title, cov) in zip(axes, [("transposed conv, k=3, s=2", cover_t3),
     ax.set_xticks([])
     ax.set_yticks([])
 fig.suptitle("How many kernel taps reach each output pixel (all-ones input and kernel)")
-path = out_dir() / "11_upsampling_coverage.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}, 11_reconstructions.png, 11_samples.png, 11_samples_untrained.png")
+show(fig, "11_upsampling_coverage.png")
 
 # %% [markdown]
 # ## Takeaways

@@ -57,7 +57,7 @@ from matplotlib.figure import Figure
 
 from minivae.diagnostics import kl_per_dimension
 from minivae.estimate import estimate_log_px
-from minivae.lessons import out_dir, quick
+from minivae.lessons import out_dir, quick, show
 from minivae.plots import pca_2d
 from minivae.text import perplexity, top_words, topic_recovery
 from minivae.train import (TOPICS, TrainConfig, corpus_splits, load_run, load_split, top_words_text,
@@ -244,9 +244,7 @@ ax_d.set_xticks(range(T), names)
 ax_d.set_yticks(range(W.shape[0]), [f"z{k}" for k in range(W.shape[0])])
 ax_d.set_title(f"(d) cosine of latent directions with topics (score {by_direction.score:.2f})")
 fig.colorbar(image, ax=ax_d, label="cosine similarity")
-path = out_dir() / "12_text_vae.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "12_text_vae.png")
 
 # %% [markdown]
 # ## Takeaways

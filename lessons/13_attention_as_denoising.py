@@ -32,7 +32,7 @@ from matplotlib.patches import Circle
 
 from minivae import nvib, setae, special
 from minivae.gradcheck import check_backward, check_params
-from minivae.lessons import out_dir, quick
+from minivae.lessons import quick, show
 
 QUICK = quick()
 rng = np.random.default_rng(13)
@@ -359,9 +359,7 @@ for col, s in enumerate(shown):
     ax.set_title(f"{test.k[s]} cluster(s): {ev.active[s]} components kept")
     if col == 0:
         ax.legend(fontsize=7, loc="lower left")
-path = out_dir() / "13_attention_as_denoising.png"
-fig.savefig(path, dpi=100)
-print(f"saved {path}")
+show(fig, "13_attention_as_denoising.png")
 
 # %% [markdown]
 # ## Summary

@@ -16,6 +16,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError, resolve_checkpoint
 from .data import DataError, escape_line_breaks
+from .lessons import DEFAULT_OUT, LESSONS_DIR
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import nats_to_bits_per_dim
@@ -23,7 +24,8 @@ from .optim import OPTIMIZERS
 from .train import (DATASETS, N_CLASSES, TrainConfig, TrainingError, evaluate, load_run, load_split,
                     one_hot, train)
 
-USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError)  # AssignError is a ValueError
+# AssignError is a ValueError; ImportError: an optional extra is missing (the message says which)
+USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError, ImportError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -125,10 +127,20 @@ def build_parser() -> Parser:
     w.add_argument("--test-size", type=nonneg_int, default=0)
     w.add_argument("--no-progress", action="store_true")
 
-    le = sub.add_parser("lessons", help="list the lessons, or run one: lessons run N [--quick]")
-    le.add_argument("action", nargs="?", choices=("list", "run"), default="list")
-    le.add_argument("number", nargs="?", type=nonneg_int, help="the lesson to run")
-    le.add_argument("--quick", action="store_true", help="small sizes, as in CI")
+    le = sub.add_parser("lessons", help="the course: list, run, copy, or write the lessons as notebooks")
+    les = le.add_subparsers(dest="action", parser_class=Parser, metavar="{list,run,copy,notebooks}")
+    les.add_parser("list", help="the lessons, numbered (the default)")
+    r = les.add_parser("run", help="run lesson N as a script")
+    r.add_argument("number", type=positive_int, help="the lesson to run")
+    r.add_argument("--quick", action="store_true", help="small sizes, as in CI (seconds)")
+    r.add_argument("--out", type=Path, help=f"folder for figures and runs (default ./{DEFAULT_OUT})")
+    c = les.add_parser("copy", help="copy the lesson scripts into DIR, to edit and run there")
+    c.add_argument("dir", type=Path, help="a folder (created if needed; existing files are never overwritten)")
+    nb = les.add_parser("notebooks", help="write every lesson as a Jupyter notebook (.ipynb) into DIR")
+    nb.add_argument("dir", type=Path, help="a folder (created if needed; existing files are never overwritten)")
+    nb.add_argument("--quick", action="store_true", help="set the notebooks' quick-mode switch on")
+    nb.add_argument("--source", help="what the notebooks' first cell installs when minivae is missing "
+                    "(a pip requirement: git+URL, a wheel's URL or file); default: where this minivae came from")
 
     asg = sub.add_parser("assign", help="build the student copy: assign build OUT")
     asg.add_argument("action", choices=("build",))
@@ -206,7 +218,7 @@ def cmd_sweep(args) -> int:
     """beta-VAE sweep: each beta trains in OUT/beta-B (resumed if already there), then
     OUT/rate_distortion.png plots test rate vs test distortion; each run folder has
     its traversals.png."""
-    from .plots import save_rate_distortion
+    from .plots import rate_distortion
 
     try:
         betas = [float(b) for b in args.betas.split(",")]
@@ -225,28 +237,40 @@ def cmd_sweep(args) -> int:
     table = ["beta,rate,distortion,test_elbo"] + [
         f"{b:g},{r['test_kl']:.3f},{r['test_recon']:.3f},{-r['test_loss']:.3f}" for b, r in zip(betas, rows)]
     (args.out / "rate_distortion.csv").write_text("\n".join(table) + "\n")
-    path = save_rate_distortion([r["test_kl"] for r in rows], [r["test_recon"] for r in rows],
-                                [f"beta={b:g}" for b in betas], args.out / "rate_distortion.png")
+    path = args.out / "rate_distortion.png"
+    rate_distortion([r["test_kl"] for r in rows], [r["test_recon"] for r in rows],
+                    [f"beta={b:g}" for b in betas], path=path)
     print("\n".join(table))
     print(f"wrote {path}")
     return 0
 
 
 def cmd_lessons(args) -> int:
-    from .lessons import find_lessons, lesson_title, out_dir, run_lesson
+    from .lessons import copy_lessons, find_lessons, lesson_title, out_dir, run_lesson
 
-    if args.action == "list":
-        for n, path in find_lessons().items():
+    if args.action in (None, "list"):
+        lessons = find_lessons()
+        if not lessons:
+            raise OSError(f"no lessons in {LESSONS_DIR}: this installation lacks its bundled lessons")
+        for n, path in lessons.items():
             print(f"{n:2d}  {lesson_title(path)}   ({path.name})")
-        print("run one with: python -m minivae lessons run N   (figures go to lessons/out/)")
+        print(f"run one with: python -m minivae lessons run N   (figures go to ./{DEFAULT_OUT}/)")
         return 0
-    if args.number is None:
-        raise ValueError("which lesson? python -m minivae lessons run N")
-    try:
-        seconds = run_lesson(args.number, quick_mode=args.quick)
-    except KeyError as e:
-        raise ValueError(e.args[0]) from None
-    print(f"lesson {args.number} done in {seconds:.1f} s; figures in {out_dir()}")
+    if args.action == "run":
+        try:
+            seconds = run_lesson(args.number, quick_mode=args.quick, out=args.out)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        print(f"lesson {args.number} done in {seconds:.1f} s; figures in {out_dir()}")
+        return 0
+    if args.action == "copy":
+        paths = copy_lessons(args.dir)
+        print(f"copied {len(paths)} files to {args.dir}; run one with: python {args.dir / paths[0].name}")
+        return 0
+    from .notebooks import write_notebooks
+
+    paths = write_notebooks(args.dir, quick=args.quick, source=args.source)
+    print(f"wrote {len(paths)} notebooks to {args.dir}" + (" (quick mode on)" if args.quick else ""))
     return 0
 
 
@@ -261,7 +285,7 @@ def cmd_assign(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .plots import save_image_grid
+    from .plots import image_grid
 
     cfg, vae, _, _ = load_run(args.checkpoint)
     z = np.random.default_rng(args.seed).standard_normal((args.n, vae.z_dim))  # (n, K)
@@ -270,9 +294,9 @@ def cmd_sample(args) -> int:
     if cfg.conditional:  # the same n z's decoded as every class: one row per class
         labels = np.repeat(np.arange(N_CLASSES), args.n)
         images = vae.decode_mean(np.tile(z, (N_CLASSES, 1)), one_hot(labels, dtype=vae.dtype))
-        save_image_grid(images, path, ncol=args.n, title="one row per class, the same z in each column")
+        image_grid(images, ncol=args.n, title="one row per class, the same z in each column", path=path)
     else:
-        save_image_grid(vae.decode_mean(z), path, title=f"{args.n} samples from the prior")
+        image_grid(vae.decode_mean(z), title=f"{args.n} samples from the prior", path=path)
     print(f"wrote {path}")
     return 0
 

@@ -9,10 +9,12 @@ The manifold decodes a grid of latent points at standard-normal quantiles,
 $z_{ij} = \big(\Phi^{-1}(p_j),\ \Phi^{-1}(p_{n-1-i})\big)$ with $p$ evenly spaced in
 $[0.05, 0.95]$, so that equal steps in the figure are equal steps of prior mass.
 
-Every function takes plain NumPy arrays (never a model), writes a PNG to ``path``
-(creating its parent folders) and returns that path as a ``Path``. Figures are
-built with matplotlib's object-oriented API on an Agg canvas: no ``pyplot``, no
-global backend switch, no display needed, and no figure outlives its function.
+Every function takes plain NumPy arrays (never a model) and returns the
+matplotlib ``Figure``; given ``path=``, it also writes the figure there as a PNG
+(creating parent folders). Figures are built with matplotlib's object-oriented
+API on an Agg canvas: no ``pyplot``, no global backend switch, no window, so a
+script never blocks. In a notebook, :func:`minivae.lessons.show` saves a figure
+and displays it under the cell.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = [
-    "tile", "pca_2d",
-    "save_image_grid", "save_reconstructions", "save_training_curves",
-    "save_latent_scatter", "save_manifold", "save_rate_distortion",
+    "tile", "pca_2d", "save",
+    "image_grid", "reconstructions", "training_curves",
+    "latent_scatter", "manifold", "rate_distortion",
 ]
 
 DPI = 100          # pixels per inch of every saved PNG
@@ -113,17 +115,19 @@ def _show(ax: Axes, canvas: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    """Write the figure as a PNG to ``path``, creating parent folders, and return the Path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
+def save(fig: Figure, path: str | Path | None, dpi: int = DPI) -> Figure:
+    """Write ``fig`` as a PNG to ``path`` (creating parent folders) unless ``path`` is
+    None; return the figure."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, format="png")
+    return fig
 
 
-def save_image_grid(images: np.ndarray, path: str | Path, shape: tuple[int, int] = (28, 28),
-                    ncol: int | None = None, title: str | None = None) -> Path:
-    """Save images (N, H*W) of pixel probabilities in [0, 1] as one gray grid.
+def image_grid(images: np.ndarray, shape: tuple[int, int] = (28, 28), ncol: int | None = None,
+               title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Images (N, H*W) of pixel probabilities in [0, 1] as one gray grid.
 
     For example samples from the prior, decoded to pixel means. The layout is
     that of :func:`tile`; values outside [0, 1] are clipped by the colormap.
@@ -134,12 +138,12 @@ def save_image_grid(images: np.ndarray, path: str | Path, shape: tuple[int, int]
     _show(ax, canvas)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def save_reconstructions(x: np.ndarray, x_recon: np.ndarray, path: str | Path,
-                         shape: tuple[int, int] = (28, 28), n: int = 16) -> Path:
-    """Save the first ``n`` inputs x (N, H*W) above their reconstructions x_recon (N, H*W).
+def reconstructions(x: np.ndarray, x_recon: np.ndarray, shape: tuple[int, int] = (28, 28), n: int = 16,
+                    path: str | Path | None = None) -> Figure:
+    """The first ``n`` inputs x (N, H*W) above their reconstructions x_recon (N, H*W).
 
     Two rows, labelled "input" and "reconstruction", column j showing example j
     and its decoded mean. ``n`` is capped at N.
@@ -155,7 +159,7 @@ def save_reconstructions(x: np.ndarray, x_recon: np.ndarray, path: str | Path,
     _show(ax, canvas)
     ax.set_yticks([(H - 1) / 2, H + 1 + (H - 1) / 2], ["input", "reconstruction"])
     ax.tick_params(axis="y", length=0)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _column(rows: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
@@ -163,8 +167,8 @@ def _column(rows: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
     return np.array([np.nan if row.get(key) is None else float(row[key]) for row in rows], dtype=np.float64)
 
 
-def save_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Save the training curves of a run: one row (a dict) per finished epoch.
+def training_curves(rows: Sequence[Mapping[str, float]], path: str | Path | None = None) -> Figure:
+    """The training curves of a run: one row (a dict) per finished epoch.
 
     Each row holds ``epoch``, ``train_loss``, ``train_recon``, ``train_kl`` and
     optionally ``test_loss`` (missing, None or NaN where it was not measured).
@@ -191,11 +195,11 @@ def save_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def save_latent_scatter(mu: np.ndarray, labels: np.ndarray, path: str | Path) -> Path:
-    r"""Save the posterior means mu (N, K) as points coloured by their int labels (N,) in 0..9.
+def latent_scatter(mu: np.ndarray, labels: np.ndarray, path: str | Path | None = None) -> Figure:
+    r"""The posterior means mu (N, K) as points coloured by their int labels (N,) in 0..9.
 
     K = 1 plots $\mu$ against a small vertical jitter (from a fixed seed, so the
     figure is reproducible); K = 2 plots the two coordinates; K > 2 plots the
@@ -222,13 +226,13 @@ def save_latent_scatter(mu: np.ndarray, labels: np.ndarray, path: str | Path) ->
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
     ax.set_title(f"posterior means, K = {K}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def save_manifold(decode_mean: Callable[[np.ndarray], np.ndarray], path: str | Path, n: int = 20,
-                  shape: tuple[int, int] = (28, 28),
-                  extent: tuple[float, float, float, float] | None = None) -> Path:
-    r"""Save the images a 2-D latent space decodes to, on an n x n grid of latent points.
+def manifold(decode_mean: Callable[[np.ndarray], np.ndarray], n: int = 20, shape: tuple[int, int] = (28, 28),
+             extent: tuple[float, float, float, float] | None = None,
+             path: str | Path | None = None) -> Figure:
+    r"""The images a 2-D latent space decodes to, on an n x n grid of latent points.
 
     ``decode_mean`` maps latent points (M, 2) to images (M, H*W) and is called
     once, with M = n*n. By default both coordinates run over the standard-normal
@@ -261,11 +265,11 @@ def save_manifold(decode_mean: Callable[[np.ndarray], np.ndarray], path: str | P
     ax.set_xlabel(r"$z_1$")
     ax.set_ylabel(r"$z_2$")
     ax.set_title("decoded means over the latent grid")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def save_rate_distortion(rate: np.ndarray, distortion: np.ndarray, labels: Sequence[str],
-                         path: str | Path) -> Path:
+def rate_distortion(rate: np.ndarray, distortion: np.ndarray, labels: Sequence[str],
+                    path: str | Path | None = None) -> Figure:
     r"""The rate-distortion plane: one point per model, rate (KL) against distortion
     ($-\mathbb E_q \log p(x \mid z)$), both in nats per example, with the lines of
     constant -ELBO = rate + distortion for reference. rate, distortion (M,); labels M strings."""
@@ -285,4 +289,4 @@ def save_rate_distortion(rate: np.ndarray, distortion: np.ndarray, labels: Seque
     ax.set_ylabel("distortion: -E_q log p(x|z)  [nats / example]")
     ax.set_title("rate-distortion (grey: constant -ELBO)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)

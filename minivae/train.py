@@ -394,19 +394,23 @@ class Progress:
         self.stream = stream
         self.tty = live and hasattr(stream, "isatty") and stream.isatty()
         self.last = 0.0
+        self.width = 0  # of the status line on screen, which a line overwrites
 
     def update(self, epoch, epochs, b, nb, loss, recon, kl, rate, eta):
         now = time.perf_counter()
         if not self.tty or now - self.last < 0.2:
             return
         self.last = now
-        self.stream.write(f"\repoch {epoch + 1}/{epochs}  step {b + 1}/{nb}  -ELBO {loss:7.2f}  "
-                          f"recon {recon:7.2f}  KL {kl:6.2f}  {rate:,.0f} samples/s  "
-                          f"ETA {_fmt_time(eta)}   ")
+        status = (f"epoch {epoch + 1}/{epochs}  step {b + 1}/{nb}  -ELBO {loss:7.2f}  "
+                  f"recon {recon:7.2f}  KL {kl:6.2f}  {rate:,.0f} samples/s  ETA {_fmt_time(eta)}")
+        self.stream.write("\r" + status.ljust(self.width))
+        self.width = len(status)
         self.stream.flush()
 
     def line(self, text: str):
-        self.stream.write(("\r" if self.tty else "") + text + " " * 8 + "\n")
+        if self.tty:  # overwrite the status line, then leave it
+            text, self.width = "\r" + text.ljust(self.width), 0
+        self.stream.write(text + "\n")
         self.stream.flush()
 
 
@@ -607,7 +611,8 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: T
     latent traversals, and the decoded manifold when K = 2. Uses the first ``n``
     test examples. For a conditional VAE the samples are one row per class from
     the same z's (style held, content varied). For documents: the latent scatter,
-    the curves, and ``top_words.txt`` (the words each latent direction promotes)."""
+    the curves, and ``top_words.txt`` (the words each latent direction promotes).
+    Returns the paths written."""
     from . import plots  # matplotlib is imported only when figures are drawn
     from .diagnostics import kl_per_dimension
 
@@ -616,19 +621,37 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: T
     conditional = cfg.conditional
     c = one_hot(y, dtype=vae.dtype) if conditional else None
     mu, log_var = vae.encode(x, c)
+    figures = {"curves.png": plots.training_curves(history)}
+    if len(x) >= 2:
+        figures["latent.png"] = plots.latent_scatter(mu, y)
+    if cfg.dataset == "mnist":
+        figures.update(_image_figures(vae, x, mu, log_var, c, rng, conditional))
+    for name, fig in figures.items():
+        plots.save(fig, out / name)
+    paths = [out / name for name in figures]
     if cfg.dataset != "mnist":
         vocab = corpus_splits(cfg.dataset, cfg.data_dir)[0].vocab
         (out / "top_words.txt").write_text(top_words_text(vae, vocab, kl_per_dimension(mu, log_var)))
-        return [plots.save_training_curves(history, out / "curves.png"),
-                plots.save_latent_scatter(mu, y, out / "latent.png"), out / "top_words.txt"]
+        paths.append(out / "top_words.txt")
+    return paths
+
+
+def _image_figures(vae: VAE, x, mu, log_var, c, rng: np.random.Generator, conditional: bool) -> dict:
+    """File name -> Figure: samples, reconstructions, traversals (and the manifold when K = 2)."""
+    from . import plots
+    from .diagnostics import kl_per_dimension
+
+    figures = {}
     if conditional:
         z = np.tile(rng.standard_normal((8, vae.z_dim)), (N_CLASSES, 1))      # (10*8, K): the same 8 z's
         classes = one_hot(np.repeat(np.arange(N_CLASSES), 8), dtype=vae.dtype)  # (10*8, 10)
-        samples = plots.save_image_grid(vae.decode_mean(z, classes), out / "samples.png", ncol=8,
-                                        title="one row per class, the same z in each column")
+        figures["samples.png"] = plots.image_grid(vae.decode_mean(z, classes), ncol=8,
+                                                  title="one row per class, the same z in each column")
     else:
-        samples = plots.save_image_grid(vae.decode_mean(rng.standard_normal((64, vae.z_dim))),
-                                        out / "samples.png", title="samples from the prior (pixel means)")
+        figures["samples.png"] = plots.image_grid(vae.decode_mean(rng.standard_normal((64, vae.z_dim))),
+                                                  title="samples from the prior (pixel means)")
+    figures["reconstructions.png"] = plots.reconstructions(
+        x[:16], vae.decode_mean(mu[:16], None if c is None else c[:16]))
     # traversals: the 8 dimensions with the most KL, each moved from -3 to 3 with the rest at 0
     dims = np.argsort(kl_per_dimension(mu, log_var))[::-1][:8]
     steps = np.linspace(-3, 3, 11)
@@ -636,19 +659,12 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: T
     z[np.arange(len(dims))[:, None], :, dims[:, None]] = steps
     z = z.reshape(-1, vae.z_dim)
     c_trav = one_hot(np.zeros(len(z), int), dtype=vae.dtype) if conditional else None
-    paths = [
-        samples,
-        plots.save_reconstructions(x[:16], vae.decode_mean(mu[:16], None if c is None else c[:16]),
-                                   out / "reconstructions.png"),
-        plots.save_training_curves(history, out / "curves.png"),
-        plots.save_image_grid(vae.decode_mean(z, c_trav), out / "traversals.png", ncol=len(steps),
-                              title="latent traversals: a row per dimension (most KL first), z_k from -3 to 3"),
-    ]
-    if len(x) >= 2:
-        paths.append(plots.save_latent_scatter(mu, y, out / "latent.png"))
+    figures["traversals.png"] = plots.image_grid(
+        vae.decode_mean(z, c_trav), ncol=len(steps),
+        title="latent traversals: a row per dimension (most KL first), z_k from -3 to 3")
     if vae.z_dim == 2 and not conditional:
-        paths.append(plots.save_manifold(vae.decode_mean, out / "manifold.png"))
-    return paths
+        figures["manifold.png"] = plots.manifold(vae.decode_mean)
+    return figures
 
 
 def top_words_text(vae: VAE, vocab, kl_dims: np.ndarray, k: int = 10) -> str:

@@ -534,7 +534,7 @@ def cli_sandbox(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli, "train", fake_train)
     monkeypatch.setattr(cli, "evaluate", fake_evaluate)
-    monkeypatch.setattr(plots, "save_rate_distortion", lambda *a, **kw: calls.append(("plot",)) or a[-1])
+    monkeypatch.setattr(plots, "rate_distortion", lambda *a, **kw: calls.append(("plot",)))
     monkeypatch.setattr(runpy, "run_path", lambda *a, **kw: calls.append(("lesson",)))
     monkeypatch.setattr(assign, "build_student_copy", lambda out: calls.append(("assign",)) or {})
     monkeypatch.delenv("MINIVAE_QUICK", raising=False)  # `lessons run --quick` sets it

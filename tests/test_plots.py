@@ -1,4 +1,4 @@
-"""Tests for minivae.plots: the tile layout, the PCA projection, and every saved figure."""
+"""Tests for minivae.plots: the tile layout, the PCA projection, and every figure (returned, and saved where asked)."""
 
 import subprocess
 import sys
@@ -7,18 +7,11 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from minivae import plots
-from minivae.plots import (
-    pca_2d,
-    save_image_grid,
-    save_latent_scatter,
-    save_manifold,
-    save_reconstructions,
-    save_training_curves,
-    tile,
-)
+from minivae.plots import image_grid, latent_scatter, manifold, pca_2d, reconstructions, tile, training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHAPE = (6, 5)  # small, non-square images keep the figures fast and catch H/W mix-ups
@@ -33,6 +26,12 @@ def read_png(path: Path) -> np.ndarray:
     assert pixels.ndim == 3 and pixels.shape[0] >= 100 and pixels.shape[1] >= 100, pixels.shape
     assert pixels[..., :3].std() > 0.01, "the figure is blank"
     return pixels
+
+
+def saved(fig, path: Path) -> np.ndarray:
+    """Assert a plotting helper returned its Figure and wrote it to ``path``; the pixels (h, w, c)."""
+    assert isinstance(fig, Figure), type(fig)
+    return read_png(path)
 
 
 def probabilities(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,69 +131,71 @@ def test_module_does_not_import_pyplot():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_save_image_grid_writes_a_png_in_new_folders(tmp_path):
+def test_image_grid_returns_its_figure_and_saves_only_where_asked(tmp_path, monkeypatch):
     rng = np.random.default_rng(4)
     target = tmp_path / "a" / "b" / "samples.png"
-    out = save_image_grid(probabilities(9, rng), target, shape=SHAPE, title="samples")
-    assert out == target and isinstance(out, Path)
-    read_png(out)
+    saved(image_grid(probabilities(9, rng), shape=SHAPE, title="samples", path=target), target)
+    monkeypatch.chdir(tmp_path / "a")
+    fig = image_grid(probabilities(9, rng), shape=SHAPE)
+    assert isinstance(fig, Figure) and fig.axes
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == ["b", "samples.png"]  # nothing new written
 
 
-def test_save_image_grid_shows_the_pixels(tmp_path):
-    dark = read_png(save_image_grid(np.zeros((16, D)), tmp_path / "dark.png", shape=SHAPE))
-    light = read_png(save_image_grid(np.ones((16, D)), tmp_path / "light.png", shape=SHAPE))
+def test_image_grid_shows_the_pixels(tmp_path):
+    dark = saved(image_grid(np.zeros((16, D)), shape=SHAPE, path=tmp_path / "dark.png"), tmp_path / "dark.png")
+    light = saved(image_grid(np.ones((16, D)), shape=SHAPE, path=tmp_path / "light.png"), tmp_path / "light.png")
     assert dark.shape == light.shape
     assert dark[..., :3].mean() < light[..., :3].mean() - 0.2
 
 
-def test_save_reconstructions_writes_a_wide_png(tmp_path):
+def test_reconstructions_is_a_wide_png(tmp_path):
     rng = np.random.default_rng(5)
     x = probabilities(20, rng)
-    pixels = read_png(save_reconstructions(x, 1 - x, tmp_path / "recon.png", shape=SHAPE, n=16))
+    pixels = saved(reconstructions(x, 1 - x, shape=SHAPE, n=16, path=tmp_path / "recon.png"), tmp_path / "recon.png")
     assert pixels.shape[1] > 2 * pixels.shape[0]  # two rows of 16 images
-    read_png(save_reconstructions(x[:3], x[:3], tmp_path / "few.png", shape=SHAPE))  # n capped at N
+    saved(reconstructions(x[:3], x[:3], shape=SHAPE, path=tmp_path / "few.png"), tmp_path / "few.png")  # n capped
 
 
-def test_save_reconstructions_rejects_mismatched_shapes(tmp_path):
+def test_reconstructions_rejects_mismatched_shapes(tmp_path):
     with pytest.raises(ValueError):
-        save_reconstructions(np.zeros((4, D)), np.zeros((3, D)), tmp_path / "r.png", shape=SHAPE)
+        reconstructions(np.zeros((4, D)), np.zeros((3, D)), shape=SHAPE, path=tmp_path / "r.png")
 
 
-def test_save_training_curves_tolerates_missing_test_loss(tmp_path):
+def test_training_curves_tolerate_missing_test_loss(tmp_path):
     rows = [
         {"epoch": 1, "train_loss": 200.0, "train_recon": 190.0, "train_kl": 10.0, "test_loss": 198.0},
         {"epoch": 2, "train_loss": 150.0, "train_recon": 135.0, "train_kl": 15.0, "test_loss": float("nan")},
         {"epoch": 3, "train_loss": 120.0, "train_recon": 102.0, "train_kl": 18.0},
         {"epoch": 4, "train_loss": 110.0, "train_recon": 91.0, "train_kl": 19.0, "test_loss": 112.0},
     ]
-    pixels = read_png(save_training_curves(rows, tmp_path / "curves.png"))
+    pixels = saved(training_curves(rows, path=tmp_path / "curves.png"), tmp_path / "curves.png")
     assert pixels.shape[1] > pixels.shape[0]  # two panels side by side
     no_test = [{k: v for k, v in row.items() if k != "test_loss"} for row in rows]
-    read_png(save_training_curves(no_test, tmp_path / "no_test.png"))
+    saved(training_curves(no_test, path=tmp_path / "no_test.png"), tmp_path / "no_test.png")
 
 
 @pytest.mark.parametrize("K", [1, 2, 5])
-def test_save_latent_scatter_for_each_latent_size(tmp_path, K):
+def test_latent_scatter_for_each_latent_size(tmp_path, K):
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 10, size=300)
     mu = labels[:, None] * 0.3 + rng.standard_normal((300, K))  # (300, K)
-    read_png(save_latent_scatter(mu, labels, tmp_path / f"latent{K}.png"))
+    saved(latent_scatter(mu, labels, path=tmp_path / f"latent{K}.png"), tmp_path / f"latent{K}.png")
 
 
-def test_save_latent_scatter_rejects_mismatched_labels(tmp_path):
+def test_latent_scatter_rejects_mismatched_labels(tmp_path):
     with pytest.raises(ValueError):
-        save_latent_scatter(np.zeros((10, 2)), np.zeros(9, dtype=int), tmp_path / "l.png")
+        latent_scatter(np.zeros((10, 2)), np.zeros(9, dtype=int), path=tmp_path / "l.png")
 
 
-def test_save_manifold_decodes_the_quantile_grid_in_one_call(tmp_path):
+def test_manifold_decodes_the_quantile_grid_in_one_call(tmp_path):
     n, calls = 7, []
 
     def decode_mean(z):
         calls.append(np.array(z, copy=True))
         return 1 / (1 + np.exp(-(z @ np.ones((2, D)))))  # (M, D)
 
-    out = save_manifold(decode_mean, tmp_path / "m" / "manifold.png", n=n, shape=SHAPE)
-    read_png(out)
+    saved(manifold(decode_mean, n=n, shape=SHAPE, path=tmp_path / "m" / "manifold.png"),
+          tmp_path / "m" / "manifold.png")
     assert len(calls) == 1
     z = calls[0]
     assert z.shape == (n * n, 2)
@@ -204,14 +205,14 @@ def test_save_manifold_decodes_the_quantile_grid_in_one_call(tmp_path):
     np.testing.assert_allclose(grid[:, :, 1], np.tile(q[::-1, None], (1, n)))  # z2 grows upwards
 
 
-def test_save_manifold_extent_spaces_points_evenly(tmp_path):
+def test_manifold_extent_spaces_points_evenly(tmp_path):
     calls = []
 
     def decode_mean(z):
         calls.append(z)
         return np.full((len(z), D), 0.5) + 0.1 * np.sin(z[:, :1])
 
-    save_manifold(decode_mean, tmp_path / "m.png", n=3, shape=SHAPE, extent=(-1.0, 1.0, 0.0, 4.0))
+    manifold(decode_mean, n=3, shape=SHAPE, extent=(-1.0, 1.0, 0.0, 4.0), path=tmp_path / "m.png")
     grid = calls[0].reshape(3, 3, 2)
     np.testing.assert_allclose(grid[0, :, 0], [-1.0, 0.0, 1.0])
     np.testing.assert_allclose(grid[:, 0, 1], [4.0, 2.0, 0.0])
@@ -220,14 +221,13 @@ def test_save_manifold_extent_spaces_points_evenly(tmp_path):
 @pytest.mark.parametrize("wrong", [lambda z: np.zeros((len(z), D + 1)),
                                    lambda z: np.zeros(len(z) * D),
                                    lambda z: np.zeros((len(z) - 1, D))])
-def test_save_manifold_rejects_wrong_decode_shape(tmp_path, wrong):
+def test_manifold_rejects_wrong_decode_shape(tmp_path, wrong):
     target = tmp_path / "bad.png"
     with pytest.raises(ValueError, match="decode_mean"):
-        save_manifold(wrong, target, n=4, shape=SHAPE)
+        manifold(wrong, n=4, shape=SHAPE, path=target)
     assert not target.exists()
 
 
 def test_all_public_functions_are_exported():
-    assert set(plots.__all__) == {"tile", "pca_2d", "save_image_grid", "save_reconstructions",
-                                  "save_training_curves", "save_latent_scatter", "save_manifold",
-                                  "save_rate_distortion"}
+    assert set(plots.__all__) == {"tile", "pca_2d", "save", "image_grid", "reconstructions",
+                                  "training_curves", "latent_scatter", "manifold", "rate_distortion"}

@@ -203,6 +203,7 @@ def test_progress_line_reports_the_epoch(tmp_path):
     lines = s.getvalue().splitlines()
     assert len(lines) == 2 and lines[1].startswith("epoch 2/2  train -ELBO")
     assert "test -ELBO" in lines[1]
+    assert all(line == line.rstrip() for line in lines)  # no padding where nothing is redrawn
 
 
 def test_progress_on_a_terminal_redraws_one_line_with_rate_and_eta(tmp_path, monkeypatch):
