@@ -46,7 +46,7 @@ class Result:
     largest ``|score|`` (for a bound, the most negative margin) that passes.
     """
     ok: bool
-    kind: str  # "expectation", "gradient", "identity" or "bound"
+    kind: str  # "expectation", "gradient", "identity", "bound"; "stub" in minivae.derivations.run
     lhs: float
     rhs: float
     score: float
@@ -76,8 +76,9 @@ def _verdict(ok: bool) -> str:
     return "ok" if ok else "WRONG"
 
 
-def _not_ok(kind: str, text: str, lhs=math.nan, rhs=math.nan) -> Result:
-    return Result(False, kind, float(lhs), float(rhs), math.nan, math.nan, (), f"WRONG: {text}")
+def _not_ok(kind: str, text: str) -> Result:
+    """A wrong claim that has no two sides to compare (a wrong shape or count)."""
+    return Result(False, kind, math.nan, math.nan, math.nan, math.nan, (), f"WRONG: {text}")
 
 
 def _worst(score: np.ndarray) -> tuple:
