@@ -1,4 +1,4 @@
-"""The command line: ``python -m minivae {train,sample,evaluate} ...``.
+"""The command line: ``python -m minivae {train,sample,evaluate,derivations} ...``.
 
 Every problem the user can cause (a bad option, a missing or corrupt file, bad
 data, a diverging run) ends in one line on stderr and a non-zero exit, never a
@@ -142,6 +142,9 @@ def build_parser() -> Parser:
     nb.add_argument("--source", help="what the notebooks' first cell installs when minivae is missing "
                     "(a pip requirement: git+URL, a wheel's URL or file); default: where this minivae came from")
 
+    dv = sub.add_parser("derivations", help="check every identity the lessons derive; exit 1 if one fails")
+    dv.add_argument("--quick", action="store_true", help="fewer draws and grid points, as in CI (seconds)")
+
     asg = sub.add_parser("assign", help="build the student copy: assign build OUT")
     asg.add_argument("action", choices=("build",))
     asg.add_argument("out", type=Path, help="a new folder for the student copy")
@@ -284,6 +287,23 @@ def cmd_assign(args) -> int:
     return 0
 
 
+def cmd_derivations(args) -> int:
+    """The catalogue of :mod:`minivae.derivations` as a table, one row as each check finishes."""
+    from .derivations import FULL, HEADER, QUICK, format_row, run
+    from .verify import CONFIDENCE
+
+    start = time.perf_counter()
+    print(HEADER, flush=True)
+    failed = total = 0
+    for total, row in enumerate(run(quick=args.quick), 1):
+        print(format_row(total, row), flush=True)
+        failed += not row.result.ok
+    sizes = QUICK if args.quick else FULL
+    print(f"{total - failed} of {total} hold ({'quick: ' if args.quick else ''}{sizes.n:,} Monte Carlo draws "
+          f"per expectation, judged at {100 * CONFIDENCE:g}% confidence; {time.perf_counter() - start:.1f} s)")
+    return 1 if failed else 0
+
+
 def cmd_sample(args) -> int:
     from .plots import image_grid
 
@@ -360,7 +380,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
-                    "lessons": cmd_lessons, "assign": cmd_assign}
+                    "lessons": cmd_lessons, "assign": cmd_assign, "derivations": cmd_derivations}
         return commands[args.command](args)
     except USER_ERRORS as e:
         print(f"minivae {args.command}: error: {escape_line_breaks(str(e))}", file=sys.stderr)

@@ -77,3 +77,13 @@ def test_each_task_fails_with_not_implemented_error_only(student, task):
     assert all("NotImplementedError" in line for line in failed), "\n".join(failed)
     assert not re.search(r"SyntaxError|ImportError|ModuleNotFoundError|NameError", r.stdout + r.stderr)
     assert " error" not in r.stdout.splitlines()[-1]  # collection errors would show as "N error(s)"
+
+
+def test_student_copy_derivations_table_names_the_missing_tasks(student):
+    out, _ = student
+    r = _run(out, "-m", "minivae", "derivations", "--quick")
+    assert r.returncode == 1 and r.stderr == "", r.stderr[-2000:]
+    rows = r.stdout.splitlines()[1:-1]
+    stubbed = [row for row in rows if row.endswith("FAIL")]
+    assert stubbed and all(re.search(r" task_\w+  FAIL$", row) for row in stubbed)
+    assert any(row.endswith("pass") for row in rows)          # the identities no task touches still hold

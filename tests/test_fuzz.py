@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minivae import __main__ as cli
-from minivae import assign, data, optim, plots
+from minivae import assign, data, derivations, optim, plots
 from minivae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minivae.data import DataError, load_mnist, parse_idx, validate_data
 from minivae.text import load_text_folder
@@ -503,8 +503,8 @@ def cli_argv(draw):
 
 @pytest.fixture
 def cli_sandbox(tmp_path, monkeypatch):
-    """A working folder holding PATHS; training, evaluation, lessons and the student copy
-    replaced by recorders."""
+    """A working folder holding PATHS; training, evaluation, lessons, the student copy and the
+    derivations catalogue replaced by recorders."""
     monkeypatch.chdir(tmp_path)
     cfg = TrainConfig(epochs=1, z_dim=2, hidden=(4,), train_size=10, test_size=10)
     vae = cfg.build()
@@ -537,6 +537,7 @@ def cli_sandbox(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "rate_distortion", lambda *a, **kw: calls.append(("plot",)))
     monkeypatch.setattr(runpy, "run_path", lambda *a, **kw: calls.append(("lesson",)))
     monkeypatch.setattr(assign, "build_student_copy", lambda out: calls.append(("assign",)) or {})
+    monkeypatch.setattr(derivations, "run", lambda quick=False: calls.append(("derivations", quick)) or iter(()))
     monkeypatch.delenv("MINIVAE_QUICK", raising=False)  # `lessons run --quick` sets it
     monkeypatch.setenv("MINIVAE_LESSONS_OUT", str(tmp_path / "lesson-out"))
     monkeypatch.delenv("MINIVAE_DATA", raising=False)

@@ -34,3 +34,22 @@ def test_every_figure_the_readme_shows_is_committed():
     assert len(figures) >= 4
     for f in figures:
         assert (README.parent / f).is_file(), f
+
+
+def test_check_your_own_derivation_examples_print_what_the_readme_says():
+    text = README.read_text()
+    section = text[text.index("## Check your own derivation"):text.index("## The command line")]
+    code, printed = re.search(r"```python\n(.*?)```\s*prints\s*```text\n(.*?)```", section, re.S).groups()
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(code, "README.md", "exec"), {})
+    assert buf.getvalue() == printed
+    assert [line.split(":")[0] for line in printed.splitlines()] == ["ok", "WRONG"]
+
+
+def test_the_readme_counts_the_catalogue_and_lists_the_command():
+    from minivae.derivations import CATALOGUE
+    text = README.read_text()
+    assert f"derive ({len(CATALOGUE)} of them:" in text
+    assert "python -m minivae derivations [--quick]" in text
+    assert "| `verify.py`, `derivations.py` |" in text
