@@ -64,7 +64,7 @@ def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator):
 
     def step():
         vae.loss_and_grads(x, eps, grads=grads)
-        state[0] = optim.adam_step(vae.flat, gflat, state[0], 1e-4)
+        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4)
     return step
 
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import OneLineError
+from .data import OneLineError, one_line
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -77,11 +77,6 @@ _PICKLE_PROTO_OPCODE = b"\x80"  # first byte of every pickle of protocol 2 or la
 class CheckpointError(OneLineError):
     """A checkpoint cannot be saved or loaded; the message says why and where, on one
     line (line breaks in a path are shown escaped, as ``\\n``)."""
-
-
-def _one_line(text: object) -> str:
-    """Collapse any whitespace, newlines included, so that messages stay on one line."""
-    return " ".join(str(text).split())
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -170,14 +165,14 @@ def _encode_header(meta: Mapping[str, Any], checksum: str, target: Path) -> np.n
     meta = dict(meta)
     problem = _describe_json_problem(meta, "meta", set())
     if problem:
-        raise CheckpointError(f"cannot save checkpoint to {target}: {_one_line(problem)}")
+        raise CheckpointError(f"cannot save checkpoint to {target}: {one_line(problem)}")
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
               "checksum": checksum, "meta": meta}
     try:
         text = json.dumps(header)
     except (TypeError, ValueError, RecursionError) as err:
         raise CheckpointError(
-            f"cannot save checkpoint to {target}: meta is not JSON-serializable ({_one_line(err)})"
+            f"cannot save checkpoint to {target}: meta is not JSON-serializable ({one_line(err)})"
         ) from err
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)  # (B,)
 
@@ -207,7 +202,7 @@ def _validated_arrays(arrays: Mapping[str, np.ndarray], target: Path) -> dict[st
                 a = np.asarray(value)
             except (TypeError, ValueError) as err:
                 raise CheckpointError(
-                    f"cannot save checkpoint to {target}: array {name!r} is not an array ({_one_line(err)})"
+                    f"cannot save checkpoint to {target}: array {name!r} is not an array ({one_line(err)})"
                 ) from err
         if a.dtype.hasobject or a.dtype.kind not in _ALLOWED_KINDS or a.dtype.fields is not None:
             raise CheckpointError(
@@ -312,7 +307,7 @@ def _parse_header(raw: np.ndarray | None, p: Path, expect_format_version: int) -
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
         raise CheckpointError(
-            f"{p} is not a readable minivae checkpoint (header is not UTF-8 JSON: {_one_line(err)})"
+            f"{p} is not a readable minivae checkpoint (header is not UTF-8 JSON: {one_line(err)})"
         ) from err
     if not isinstance(header, dict):
         raise CheckpointError(f"{p} is not a readable minivae checkpoint (header is not a JSON object)")
@@ -361,7 +356,7 @@ def load_checkpoint(path: str | os.PathLike, expect_format_version: int = FORMAT
         raise
     except Exception as err:  # anything the zip or .npy readers raise on a damaged file
         raise CheckpointError(
-            f"{p} is not a readable minivae checkpoint ({type(err).__name__}: {_one_line(err)})"
+            f"{p} is not a readable minivae checkpoint ({one_line(err)})"
         ) from err
 
     header = _parse_header(arrays.pop(HEADER_KEY, None), p, expect_format_version)
@@ -419,4 +414,4 @@ def check_compatible(meta_config: Mapping[str, Any], expected_config: Mapping[st
         problems.append(f"checkpoint was written with {key}={shown_stored}, "
                         f"this run asks for {key}={shown_wanted}")
     if problems:
-        raise CheckpointError(_one_line("; ".join(problems)))
+        raise CheckpointError(one_line("; ".join(problems)))

@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .likelihoods import LIKELIHOODS, get_likelihood
 from .resources import bundled
 
 __all__ = [
     "OneLineError",
     "DataError",
+    "one_line",
     "MNIST_DIR",
     "mnist_dir",
     "parse_idx",
@@ -44,7 +46,6 @@ __all__ = [
     "toy_gaussian_mixture",
     "bar_prototypes",
     "toy_binary_patterns",
-    "LIKELIHOODS",
     "validate_data",
 ]
 
@@ -181,7 +182,7 @@ def parse_idx(raw: bytes, name: str, *, expected_magic: int | None = None) -> np
         # zero size beside sizes whose product overflows
         return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
     except ValueError as e:
-        raise DataError(f"{name}: IDX dimensions {dims} cannot form an array ({_one_line(e)})") from e
+        raise DataError(f"{name}: IDX dimensions {dims} cannot form an array ({one_line(e)})") from e
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def _read_sums(folder: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read checksum file {path} ({_one_line(e)})") from e
+        raise DataError(f"cannot read checksum file {path} ({one_line(e)})") from e
     sums = {}
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -220,9 +221,10 @@ def _read_sums(folder: Path) -> dict[str, str]:
     return sums
 
 
-def _one_line(e: BaseException) -> str:
-    """Return ``Type: message`` of an exception on a single line."""
-    return " ".join(f"{type(e).__name__}: {e}".split())
+def one_line(what: object) -> str:
+    """``what`` as text on a single line, white space collapsed; an exception as ``Type: message``."""
+    text = f"{type(what).__name__}: {what}" if isinstance(what, BaseException) else str(what)
+    return " ".join(text.split())
 
 
 #: how to get a good copy back: the files ship with minivae, nothing is downloaded
@@ -239,11 +241,11 @@ def _read_verified_idx(path: Path, sums: dict[str, str], expected_magic: int) ->
     try:
         packed = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {path} ({_one_line(e)})") from e
+        raise DataError(f"cannot read {path} ({one_line(e)})") from e
     try:
         raw = gzip.decompress(packed)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path} is corrupt or truncated ({_one_line(e)}); {_RESTORE}") from e
+        raise DataError(f"{path} is corrupt or truncated ({one_line(e)}); {_RESTORE}") from e
 
     idx_name = path.name.removesuffix(".gz")
     expected = sums.get(idx_name)
@@ -477,15 +479,13 @@ def toy_binary_patterns(
 # Validation
 # ---------------------------------------------------------------------------
 
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "laplace", "categorical")
-
-
 def validate_data(x, likelihood: str, name: str = "data") -> np.ndarray:
     """Check a data matrix before training or evaluating on it, and return it as floats.
 
     Checks, in order: ``likelihood`` is known; ``x`` converts to a real numeric
     array; it is 2-D (N, D); it is not empty; every entry is finite; and the
-    values lie in the support of the likelihood:
+    values lie in the support of the likelihood (its ``support`` check in
+    :data:`minivae.likelihoods.LIKELIHOODS`):
 
     - "bernoulli": values in [0, 1]. Values strictly between 0 and 1 are
       allowed, read as probabilities (or continuous Bernoulli data).
@@ -494,7 +494,7 @@ def validate_data(x, likelihood: str, name: str = "data") -> np.ndarray:
 
     Args:
         x: array-like (N, D).
-        likelihood: one of ``LIKELIHOODS``.
+        likelihood: a name of :data:`minivae.likelihoods.LIKELIHOODS`.
         name: the name of the array, used in error messages.
 
     Returns:
@@ -507,10 +507,11 @@ def validate_data(x, likelihood: str, name: str = "data") -> np.ndarray:
     """
     if likelihood not in LIKELIHOODS:
         raise DataError(f"{name}: unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    support = get_likelihood(likelihood).support
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as e:
-        raise DataError(f"{name} is not a numeric array ({_one_line(e)})") from e
+        raise DataError(f"{name} is not a numeric array ({one_line(e)})") from e
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{name} has dtype {arr.dtype}; expected a real numeric array (bool, int or float)")
     if arr.ndim != 2:
@@ -528,20 +529,7 @@ def validate_data(x, likelihood: str, name: str = "data") -> np.ndarray:
             f"the first at (row, col) = ({row}, {col})"
         )
 
-    lo, hi = float(arr.min()), float(arr.max())
-    if likelihood == "bernoulli" and (lo < 0 or hi > 1):
-        raise DataError(
-            f"{name} has values in [{lo:g}, {hi:g}]; the 'bernoulli' likelihood needs values in [0, 1]"
-        )
-    if likelihood == "categorical":
-        if lo < 0:
-            raise DataError(
-                f"{name} has negative values (min {lo:g}); the 'categorical' likelihood needs counts >= 0"
-            )
-        empty_rows = np.flatnonzero(arr.sum(axis=1) <= 0)  # (R,)
-        if empty_rows.size:
-            raise DataError(
-                f"{name} has {empty_rows.size} rows that sum to 0, the first is row {empty_rows[0]}; "
-                f"the 'categorical' likelihood needs a positive total per row"
-            )
+    problem = support(arr)
+    if problem:
+        raise DataError(f"{name} {problem}")
     return arr

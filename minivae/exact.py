@@ -205,10 +205,12 @@ def _grid(K: int, n: int, limit: float) -> tuple[np.ndarray, float]:
 
 
 def _quadrature(vae: VAE, x, n: int | None, limit: float, rows: int):
-    """Running log-sum-exp over the grid of log p(x | z_g) + log p(z_g) + log h^K.
+    r"""The grid's weights $w_g = p(x \mid z_g)\,p(z_g)\,h^K$, accumulated chunk by chunk.
 
-    Returns m (N,), the largest log-weight; and the sums over g of e_g, e_g z_g
-    and e_g z_g^2 with e_g = exp(log w_g - m): (N,), (N, K), (N, K).
+    Returns $\log \sum_g w_g$ (N,) and the $w$-weighted means of $z$ and $z^2$ over the grid,
+    (N, K) each. Each chunk contributes its own log-sum and weighted means, which join the
+    running ones in proportion to the chunk's share of the total weight: no exponential
+    overflows, whatever the log-weights.
     """
     K = vae.z_dim
     if K not in (1, 2):
@@ -220,22 +222,24 @@ def _quadrature(vae: VAE, x, n: int | None, limit: float, rows: int):
     N = len(x)
     z, log_cell = _grid(K, n, float(limit))
     log_prior = log_density(z, 0.0, np.zeros(K)) + log_cell                # (G,)
-    m = np.full(N, -np.inf)
-    s0, s1, s2 = np.zeros(N), np.zeros((N, K)), np.zeros((N, K))
+    log_total = np.full(N, -np.inf)                                        # log sum_g w_g so far
+    mean_z, mean_z2 = np.zeros((N, K)), np.zeros((N, K))                   # weighted means so far
     step = max(1, rows // N)                                               # grid points per chunk
     for i in range(0, len(z), step):
         zc = z[i:i + step]                                                 # (G, K)
-        out = vae._decode(zc.astype(vae.dtype))[0]                         # (G, P)
+        out = vae._decoder_forward(zc.astype(vae.dtype))[0]                # (G, P)
         log_px_z = vae.likelihood.forward(x, out[:, None, :])[0]           # (G, N)
         lw = log_px_z.astype(np.float64) + log_prior[i:i + step, None]     # (G, N)
-        m_new = np.maximum(m, lw.max(axis=0))
-        scale = np.exp(m - m_new)                                          # (N,)
-        e = np.exp(lw - m_new)                                             # (G, N)
-        s0 = s0 * scale + e.sum(axis=0)
-        s1 = s1 * scale[:, None] + e.T @ zc                                # (N, K)
-        s2 = s2 * scale[:, None] + e.T @ (zc * zc)
-        m = m_new
-    return m, s0, s1, s2
+        top = lw.max(axis=0)                                               # (N,)
+        w = np.exp(lw - top)                                               # (G, N), at most 1
+        w_sum = w.sum(axis=0)                                              # (N,), at least 1
+        chunk = top + np.log(w_sum)                                        # the chunk's log sum
+        new_total = np.logaddexp(log_total, chunk)
+        share = np.exp(chunk - new_total)[:, None]                         # (N, 1) of the weight so far
+        mean_z += share * ((w.T @ zc) / w_sum[:, None] - mean_z)
+        mean_z2 += share * ((w.T @ (zc * zc)) / w_sum[:, None] - mean_z2)
+        log_total = new_total
+    return log_total, mean_z, mean_z2
 
 
 def quadrature_log_px(vae: VAE, x: np.ndarray, n: int | None = None, limit: float = QUADRATURE_LIMIT,
@@ -252,8 +256,7 @@ def quadrature_log_px(vae: VAE, x: np.ndarray, n: int | None = None, limit: floa
     x 3 floats, as in :func:`minivae.estimate.estimate_log_px`). Raises
     ValueError for other K.
     """
-    m, s0, _, _ = _quadrature(vae, x, n, limit, rows)
-    return m + np.log(s0)
+    return _quadrature(vae, x, n, limit, rows)[0]
 
 
 def quadrature_posterior_moments(vae: VAE, x: np.ndarray, n: int | None = None,
@@ -267,6 +270,5 @@ def quadrature_posterior_moments(vae: VAE, x: np.ndarray, n: int | None = None,
     perfect diagonal encoder's $\mu$ would aim for (its ELBO-optimal variance is
     smaller when the posterior is correlated).
     """
-    _, s0, s1, s2 = _quadrature(vae, x, n, limit, rows)
-    mean = s1 / s0[:, None]                                                # (N, K)
-    return mean, np.maximum(s2 / s0[:, None] - mean * mean, 0.0)
+    _, mean, mean_z2 = _quadrature(vae, x, n, limit, rows)                 # (N, K) each
+    return mean, np.maximum(mean_z2 - mean * mean, 0.0)

@@ -12,7 +12,7 @@ and has ``out``'s leading shape. The gradient is with respect to ``out`` only:
 
 | name | ``out`` (P) | $\log p(x \mid \text{out})$ summed over $d$ |
 |---|---|---|
-| bernoulli | logits $\ell$ (D) | $x\ell - \log(1 + e^\ell)$ |
+| bernoulli | logits $\ell$ (D), $p = \sigma(\ell)$ | $x \log p + (1 - x)\log(1 - p)$ |
 | gaussian | mean $m$ (D), fixed $\sigma$ | $-\tfrac12((x-m)^2/\sigma^2 + \log 2\pi\sigma^2)$ |
 | gaussian_learned | mean, log-variance (2D) | $-\tfrac12((x-m)^2 e^{-v} + v + \log 2\pi)$ |
 | laplace | location $m$ (D), fixed scale $b$ | $-\lvert x-m\rvert/b - \log 2b$ |
@@ -53,38 +53,38 @@ def _scale(r: np.ndarray, dlogp: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Bernoulli
-def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
-    r"""$\log p(x \mid \ell) = \sum_d x_d \ell_d - \mathrm{softplus}(\ell_d)$.
-
-    The logit form of $x\log\sigma(\ell) + (1-x)\log(1-\sigma(\ell))$: no
-    $\log 0$, finite for any finite logit ($|\ell|$ of $10^4$ and beyond).
-    x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N).
-    """
-    ### BEGIN SOLUTION task_bernoulli
-    # subtract per element, then sum: at |logit| = 1e4 the two terms cancel exactly
-    # element by element, where two separate sums of 1e4-sized terms would not
-    r = x * logits        # (..., N, D), then updated in place
-    r -= softplus(logits)
-    return r.sum(axis=-1), BernoulliCache(x, logits)
-    ### END SOLUTION
-
-
 class BernoulliCache(NamedTuple):
     x: np.ndarray       # (N, D)
     logits: np.ndarray  # (..., N, D)
 
 
-def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
-    r"""$\bar\ell = \overline{\log p}\,(x - \sigma(\ell))$.  dlogp (..., N) -> dlogits (..., N, D).
+def bernoulli_forward(x: np.ndarray, logits: np.ndarray):
+    r"""$\log p(x \mid \ell) = \sum_d x_d \log\sigma(\ell_d) + (1 - x_d)\log(1 - \sigma(\ell_d))$, in nats.
 
-    $\sigma(\ell)$ is computed here, not in the forward pass, so that evaluation
-    (forward only, e.g. 5000 importance samples per image) never pays for it.
+    x (N, D) in [0, 1], logits (..., N, D) -> logp (..., N), and a BernoulliCache.
+    Finite and accurate for any finite logit, $|\ell|$ of $10^4$ and beyond, where
+    $\sigma(\ell)$ itself rounds to exactly 0 or 1.
     """
     ### BEGIN SOLUTION task_bernoulli
-    r = cache.x - sigmoid(cache.logits)  # (..., N, D), then scaled in place
-    r *= dlogp[..., None]
-    return r
+    # log sigma(l) = l - softplus(l) and log(1 - sigma(l)) = -softplus(l), so the sum is
+    # x l - softplus(l): no log 0 anywhere. Subtract per element, then sum: at |l| = 1e4 the
+    # two terms cancel element by element, where two sums of 1e4-sized terms would not.
+    logp = np.sum(x * logits - softplus(logits), axis=-1)  # (..., N)
     ### END SOLUTION
+    return logp, BernoulliCache(x, logits)
+
+
+def bernoulli_backward(dlogp: np.ndarray, cache: BernoulliCache):
+    r"""$\bar\ell = \partial L / \partial \ell$ from $\overline{\log p} = \partial L / \partial \log p$.
+
+    dlogp (..., N) -> dlogits (..., N, D), of the logits' shape and dtype.
+    """
+    ### BEGIN SOLUTION task_bernoulli
+    # d/dl [x l - softplus(l)] = x - sigma(l). sigma is computed here, not in the forward pass,
+    # so that evaluation (forward only, 5000 importance samples per image) never pays for it.
+    dlogits = dlogp[..., None] * (cache.x - sigmoid(cache.logits))
+    ### END SOLUTION
+    return dlogits
 
 
 # ---------------------------------------------------------------- Gaussians
@@ -166,13 +166,41 @@ def categorical_backward(dlogp: np.ndarray, cache: ResidualCache):
 
 
 # ---------------------------------------------------------------- registry
+def _in_unit_interval(x: np.ndarray) -> str | None:
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        return f"has values in [{lo:g}, {hi:g}]; the 'bernoulli' likelihood needs values in [0, 1]"
+    return None
+
+
+def _counts(x: np.ndarray) -> str | None:
+    if float(x.min()) < 0:
+        return f"has negative values (min {float(x.min()):g}); the 'categorical' likelihood needs counts >= 0"
+    empty_rows = np.flatnonzero(x.sum(axis=1) <= 0)  # (R,)
+    if empty_rows.size:
+        return (f"has {empty_rows.size} rows that sum to 0, the first is row {empty_rows[0]}; "
+                f"the 'categorical' likelihood needs a positive total per row")
+    return None
+
+
+def _real(x: np.ndarray) -> str | None:
+    return None  # any finite value (finiteness is checked for every likelihood)
+
+
+def _mean_and_log_var(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, raw = np.split(out, 2, axis=-1)
+    return mean, clamp_log_var_forward(raw)[0]
+
+
 class Likelihood(NamedTuple):
-    """A likelihood as the VAE uses it: its ops, its output width, its mean."""
+    """A likelihood as the model and the data checks use it."""
     name: str
-    params_per_dim: int                      # P = params_per_dim * D
+    params_per_dim: int                      # P = params_per_dim * D decoder outputs
     forward: Callable                        # (x, out) -> (logp, cache)
     backward: Callable                       # (dlogp, cache) -> dout
     mean: Callable[[np.ndarray], np.ndarray]  # out -> E[x | out], (..., D)
+    params: Callable                         # out -> its parameters as VAE.decode returns them
+    support: Callable[[np.ndarray], str | None]  # finite x (N, D) -> None, or what lies outside the support
 
 
 def get_likelihood(name: str, scale: float = 1.0) -> Likelihood:
@@ -182,21 +210,26 @@ def get_likelihood(name: str, scale: float = 1.0) -> Likelihood:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"likelihood scale must be a positive number, got {scale!r}")
-    scale = float(scale)
-    ident = lambda out: out  # noqa: E731
-    return {
-        "bernoulli": lambda: Likelihood(name, 1, bernoulli_forward, bernoulli_backward, sigmoid),
-        "gaussian": lambda: Likelihood(
-            name, 1, lambda x, out: gaussian_forward(x, out, scale), gaussian_backward, ident),
-        "gaussian_learned": lambda: Likelihood(
-            name, 2, gaussian_learned_forward, gaussian_learned_backward,
-            lambda out: np.split(out, 2, axis=-1)[0]),
-        "laplace": lambda: Likelihood(
-            name, 1, lambda x, out: laplace_forward(x, out, scale), laplace_backward, ident),
-        "categorical": lambda: Likelihood(
-            name, 1, categorical_forward, categorical_backward, lambda out: np.exp(log_softmax(out))),
-    }[name]()
+    return LIKELIHOODS[name](float(scale))
 
 
-#: the names accepted by ``VAE(likelihood=...)``.
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_learned", "laplace", "categorical")
+def _ident(out: np.ndarray) -> np.ndarray:
+    return out
+
+
+#: name -> a function of the fixed scale returning the Likelihood: the names accepted by
+#: ``VAE(likelihood=...)``, ``--likelihood`` and :func:`minivae.data.validate_data`.
+LIKELIHOODS: dict[str, Callable[[float], Likelihood]] = {
+    "bernoulli": lambda scale: Likelihood(
+        "bernoulli", 1, bernoulli_forward, bernoulli_backward, sigmoid, _ident, _in_unit_interval),
+    "gaussian": lambda scale: Likelihood(
+        "gaussian", 1, lambda x, out: gaussian_forward(x, out, scale), gaussian_backward, _ident, _ident, _real),
+    "gaussian_learned": lambda scale: Likelihood(
+        "gaussian_learned", 2, gaussian_learned_forward, gaussian_learned_backward,
+        lambda out: np.split(out, 2, axis=-1)[0], _mean_and_log_var, _real),
+    "laplace": lambda scale: Likelihood(
+        "laplace", 1, lambda x, out: laplace_forward(x, out, scale), laplace_backward, _ident, _ident, _real),
+    "categorical": lambda scale: Likelihood(
+        "categorical", 1, categorical_forward, categorical_backward, lambda out: np.exp(log_softmax(out)),
+        _ident, _counts),
+}

@@ -33,33 +33,27 @@ def affine_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray):
 
     x (N, D), W (D, H), b (H,) -> y (N, H).
     """
-    y = x @ W
-    y += b  # in place: one (N, H) array per layer, not two
-    return y, AffineCache(x, W)
+    return x @ W + b, AffineCache(x, W)
 
 
-def affine_backward(dy: np.ndarray, cache: AffineCache, out: tuple | None = None,
-                    input_grad: bool = True):
-    r"""$\bar x = \bar y W^\top$, $\bar W = x^\top \bar y$, $\bar b = \sum_n \bar y_n$.
+def affine_backward(dy: np.ndarray, cache: AffineCache):
+    r"""The gradients of $L$ to the affine map's input, weights and bias, given $\bar y = \partial L / \partial y$.
 
-    dy (N, H) -> dx (N, D), dW (D, H), db (H,). Two options serve the training
-    loop: ``out=(dW, db)`` writes the parameter gradients into preallocated
-    arrays (no temporaries), and ``input_grad=False`` skips $\bar x$ (returned
-    as None) for a layer whose input is data: that product is as large as the
-    others and nobody needs it.
+    dy (N, H), the cache of :func:`affine_forward` -> dx (N, D), dW (D, H), db (H,),
+    each of its input's shape and dtype. Checked against finite differences.
     """
     ### BEGIN SOLUTION task_layers
-    dx = dy @ cache.W.T if input_grad else None
-    if out is None:
-        return dx, cache.x.T @ dy, dy.sum(axis=0)
-    dW, db = out
-    np.matmul(cache.x.T, dy, out=dW)
-    np.sum(dy, axis=0, out=db)
-    return dx, dW, db
+    # y_nh = sum_d x_nd W_dh + b_h, so dL/dx_nd = sum_h dy_nh W_dh, dL/dW_dh = sum_n x_nd dy_nh
+    # and dL/db_h = sum_n dy_nh: $\bar x = \bar y W^\top$, $\bar W = x^\top \bar y$, $\bar b = \sum_n \bar y_n$.
+    dx = dy @ cache.W.T
+    dW = cache.x.T @ dy
+    db = np.sum(dy, axis=0)
     ### END SOLUTION
+    return dx, dW, db
 
 
-# Activations: elementwise, any shape. Each cache keeps what its derivative needs.
+# Activations: elementwise, any shape. Each cache keeps what its derivative needs. Each
+# backward takes dy of the activation's shape and returns dx of that shape and dtype.
 
 class ActCache(NamedTuple):
     a: np.ndarray  # the array the derivative is computed from (input or output)
@@ -72,8 +66,9 @@ def relu_forward(x: np.ndarray):
 
 
 def relu_backward(dy: np.ndarray, cache: ActCache):
-    r"""$\bar x = \bar y \, [x > 0]$ (the subgradient 0 is taken at $x = 0$)."""
+    r"""$\bar x$ for ReLU; at the kink $x = 0$ the subgradient 0 is taken. (The cache holds $y$.)"""
     ### BEGIN SOLUTION task_layers
+    # $\bar x = \bar y\,[x > 0]$, and $x > 0$ exactly where $y > 0$
     return dy * (cache.a > 0)
     ### END SOLUTION
 
@@ -87,8 +82,9 @@ def leaky_relu_forward(x: np.ndarray):
 
 
 def leaky_relu_backward(dy: np.ndarray, cache: ActCache):
-    r"""$\bar x = \bar y$ for $x > 0$, else $0.01\,\bar y$."""
+    r"""$\bar x$ for the leaky ReLU; at $x = 0$ the left slope is taken. (The cache holds $x$.)"""
     ### BEGIN SOLUTION task_layers
+    # the slope is 1 for x > 0 and LEAKY_SLOPE elsewhere
     return np.where(cache.a > 0, dy, LEAKY_SLOPE * dy)
     ### END SOLUTION
 
@@ -100,33 +96,17 @@ def tanh_forward(x: np.ndarray):
 
 
 def tanh_backward(dy: np.ndarray, cache: ActCache):
-    r"""$\bar x = \bar y (1 - y^2)$."""
+    r"""$\bar x$ for $y = \tanh x$. (The cache holds $y$.)"""
     ### BEGIN SOLUTION task_layers
-    return dy * (1 - cache.a * cache.a)
+    # $\tanh' = 1 - \tanh^2$, written with the output y
+    return dy * (1 - cache.a**2)
     ### END SOLUTION
 
 
-def _new_like(x) -> np.ndarray:
-    """An uninitialized float array shaped like ``x`` (float32 stays float32), for ``out=``.
-
-    The elementwise functions below write every pass into one new array: on a
-    (512, 784) batch a fresh temporary per pass costs more than the arithmetic
-    (the allocator hands large blocks back to the OS and each reuse page-faults).
-    """
-    return np.empty(np.shape(x), np.result_type(x, 0.5))
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    r"""$\sigma(x) = 1 / (1 + e^{-x})$, without overflow for any finite $x$.
-
-    Written as $\tfrac12 (1 + \tanh(x/2))$: one transcendental ufunc, no branches,
-    exact 0/1 limits.
-    """
-    y = np.multiply(x, 0.5, out=_new_like(x))
-    np.tanh(y, out=y)
-    y += 1
-    y *= 0.5
-    return y
+    r"""$\sigma(x) = 1 / (1 + e^{-x})$, written as $\tfrac12 (1 + \tanh(x/2))$: no overflow
+    for any finite $x$, exact 0/1 limits."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
 
 
 def sigmoid_forward(x: np.ndarray):
@@ -136,26 +116,16 @@ def sigmoid_forward(x: np.ndarray):
 
 
 def sigmoid_backward(dy: np.ndarray, cache: ActCache):
-    r"""$\bar x = \bar y\, y (1 - y)$."""
+    r"""$\bar x$ for $y = \sigma(x)$. (The cache holds $y$.)"""
     ### BEGIN SOLUTION task_layers
+    # $\sigma' = \sigma (1 - \sigma)$, written with the output y
     return dy * cache.a * (1 - cache.a)
     ### END SOLUTION
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
-    r"""$\log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})$: stable for any finite $x$.
-
-    Seven in-place passes over two arrays, with $\max(x, 0) = (x + |x|)/2$ (NumPy's
-    ``maximum`` against a scalar is not vectorized: 5x slower than these two passes),
-    beat ``np.logaddexp(0, x)``, which is not vectorized either: 15x faster in float32 here."""
-    a = np.abs(x, out=_new_like(x))
-    y = np.negative(a, out=_new_like(x))
-    np.exp(y, out=y)
-    np.log1p(y, out=y)   # log(1 + e^-|x|)
-    a += x
-    a *= 0.5             # max(x, 0)
-    y += a
-    return y
+    r"""$\log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})$: no overflow for any finite $x$."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def softplus_forward(x: np.ndarray):
@@ -164,8 +134,9 @@ def softplus_forward(x: np.ndarray):
 
 
 def softplus_backward(dy: np.ndarray, cache: ActCache):
-    r"""$\bar x = \bar y\, \sigma(x)$."""
+    r"""$\bar x$ for $y = \log(1 + e^x)$. (The cache holds $x$.)"""
     ### BEGIN SOLUTION task_layers
+    # $\frac{d}{dx} \log(1 + e^x) = e^x / (1 + e^x) = \sigma(x)$
     return dy * sigmoid(cache.a)
     ### END SOLUTION
 

@@ -19,14 +19,34 @@ means over pixels. Taught in lesson 4.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from . import gaussian
 from .gaussian import entropy, log_density
 
-__all__ = ["elbo_kl_form", "elbo_joint_form", "expected_log_prior", "nats_to_bits_per_dim",
+__all__ = ["Terms", "TermGrads", "Objective", "OBJECTIVES", "elbo_loss", "iwae_loss",
+           "elbo_kl_form", "elbo_joint_form", "expected_log_prior", "nats_to_bits_per_dim",
            "iw_bound_forward", "iw_bound_backward", "free_bits_forward", "free_bits_backward"]
+
+
+class Terms(NamedTuple):
+    """Per-example pieces of the ELBO for one batch (what the model's forward pass computes)."""
+    log_px_z: np.ndarray  # (S, N)     log p(x | z_s)
+    kl: np.ndarray        # (N,)       KL(q(z|x) || N(0, I))
+    mu: np.ndarray        # (N, K)
+    log_var: np.ndarray   # (N, K)
+    z: np.ndarray         # (S, N, K)
+
+
+class TermGrads(NamedTuple):
+    """The gradients of a loss to the pieces of the ELBO: what an objective hands back to
+    the model's backward pass."""
+    log_px_z: np.ndarray   # (S, N)
+    z: np.ndarray | float  # (S, N, K): through terms other than the decoder (0.0 when there are none)
+    mu: np.ndarray         # (N, K)
+    log_var: np.ndarray    # (N, K)
 
 
 def elbo_kl_form(log_px_z: np.ndarray, kl: np.ndarray, beta: float = 1.0) -> np.ndarray:
@@ -106,3 +126,51 @@ def free_bits_forward(kl_dims: np.ndarray, floor: float):
 def free_bits_backward(dvalue: float, cache: FreeBitsCache):
     r"""$\partial / \partial \mathrm{KL}_{n,k} = [\bar{\mathrm{KL}}_k > \lambda] / N$.  -> (N, K)."""
     return np.broadcast_to(dvalue * cache.active / cache.n, (cache.n, len(cache.active)))
+
+
+# ---------------------------------------------------------------- the training objectives
+def elbo_loss(t: Terms, kl_cache: gaussian.KLCache, beta: float = 1.0, free_bits: float = 0.0):
+    r"""$L = \frac1N\sum_n \big[-\frac1S\sum_s \log p(x_n\mid z_{s,n}) + \beta\,\mathrm{KL}_n\big]$ and its gradients.
+
+    With ``free_bits`` $= \lambda > 0$ the KL term is $\sum_k \max(\lambda, \overline{\mathrm{KL}}_k)$
+    (:func:`free_bits_forward`). Returns (loss, :class:`TermGrads`); ``kl_cache`` is the
+    cache of :func:`minivae.gaussian.kl_std_normal_forward` for ``t.kl``.
+    """
+    S, N = t.log_px_z.shape
+    dtype = t.log_px_z.dtype
+    dlog_px_z = np.full((S, N), -1.0 / (S * N), dtype=dtype)  # dL / dlog p(x | z_s)
+    if not free_bits:
+        dmu, dlog_var = gaussian.kl_std_normal_backward(np.full(N, beta / N, dtype=dtype), kl_cache)
+        kl_term = beta * float(t.kl.mean())
+    else:
+        kl_dims, dims_cache = gaussian.kl_std_normal_forward(t.mu[..., None], t.log_var[..., None])  # (N, K)
+        value, fb_cache = free_bits_forward(kl_dims, free_bits)
+        dmu, dlog_var = gaussian.kl_std_normal_backward(free_bits_backward(beta, fb_cache), dims_cache)
+        kl_term, dmu, dlog_var = beta * value, dmu[..., 0], dlog_var[..., 0]  # (N, K) each
+    return -float(t.log_px_z.mean()) + kl_term, TermGrads(dlog_px_z, 0.0, dmu, dlog_var)
+
+
+def iwae_loss(t: Terms, kl_cache=None, beta: float = 1.0, free_bits: float = 0.0):
+    r"""$L = -\frac1N\sum_n \mathcal L_S(x_n)$, the importance-weighted bound with the S samples of z
+    (Burda et al. 2015), and its gradients: to $\log p(x\mid z_s)$, and to z, mu and log_var
+    through $\log p(z_s) - \log q(z_s \mid x)$. Neither beta nor free bits apply (ignored here;
+    ``VAE.loss_and_grads`` refuses them)."""
+    N = t.log_px_z.shape[1]
+    zeros = np.zeros_like(t.log_var)
+    log_pz, pz_cache = gaussian.log_density_forward(t.z, zeros, zeros)            # (S, N)
+    log_qz, qz_cache = gaussian.log_density_forward(t.z, t.mu, t.log_var)         # (S, N)
+    bound, iw_cache = iw_bound_forward(t.log_px_z + log_pz - log_qz)              # (N,)
+    dlog_w = iw_bound_backward(np.full(N, -1.0 / N, dtype=t.log_px_z.dtype), iw_cache)  # (S, N)
+    dz_p = gaussian.log_density_backward(dlog_w, pz_cache)[0]
+    dz_q, dmu_q, dlv_q = gaussian.log_density_backward(-dlog_w, qz_cache)           # (S, N, K) each
+    return -float(bound.mean()), TermGrads(dlog_w, dz_p + dz_q, dmu_q.sum(0), dlv_q.sum(0))
+
+
+class Objective(NamedTuple):
+    """A training objective: its loss and gradients from the ELBO's pieces."""
+    loss: Callable      # (terms, kl_cache, beta, free_bits) -> (loss, TermGrads)
+    takes_beta: bool    # whether beta != 1, KL warm-up and free bits make sense for it
+
+
+#: name -> Objective: the names accepted by ``VAE.loss_and_grads(objective=...)`` and ``--objective``.
+OBJECTIVES = {"elbo": Objective(elbo_loss, True), "iwae": Objective(iwae_loss, False)}

@@ -283,9 +283,9 @@ class SetAE:
         dg += dg_enc
         A = cfg.att_dim
         dq, dk, dv = nvib.attention_backward(dg[:, e2_shape[1]:].reshape(N, n, A), c_att)
-        _, grads["att.q.W"], grads["att.q.b"] = affine_backward(dq.reshape(N * n, A), c_q, input_grad=False)
-        _, grads["att.k.W"], _ = affine_backward(dk.reshape(N * n, A), c_k, input_grad=False)
-        _, grads["att.v.W"], grads["att.v.b"] = affine_backward(dv.reshape(N * n, A), c_v, input_grad=False)
+        _, grads["att.q.W"], grads["att.q.b"] = affine_backward(dq.reshape(N * n, A), c_q)
+        _, grads["att.k.W"], _ = affine_backward(dk.reshape(N * n, A), c_k)
+        _, grads["att.v.W"], grads["att.v.b"] = affine_backward(dv.reshape(N * n, A), c_v)
         return SetLoss(loss, {name: grads[name] for name in self.shapes}, float(np.mean(recon)),
                        float(np.mean(err * err) * 2), float(np.mean(fw.kl_gauss)), float(np.mean(fw.kl_dir)))
 
@@ -300,7 +300,7 @@ def train_setae(cfg: SetAEConfig, progress: bool = False) -> tuple[SetAE, list[d
     model = SetAE(cfg)
     grad_flat = np.empty_like(model.flat)
     grad_views = model.views(grad_flat)
-    state = AdamState(np.zeros_like(model.flat), np.zeros_like(model.flat), 0, np.empty_like(model.flat))
+    state = AdamState(np.zeros_like(model.flat), np.zeros_like(model.flat), 0)
     history, window, start = [], [], time.perf_counter()
     for step in range(1, cfg.steps + 1):
         idx = rng.integers(0, cfg.pool, size=cfg.batch)

@@ -52,7 +52,7 @@ from typing import Collection, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from .data import DataError, _one_line
+from .data import DataError, one_line
 
 __all__ = [
     "Corpus",
@@ -332,7 +332,7 @@ def _find_txt_files(root: Path) -> tuple[list[Path], list[int], tuple[str, ...] 
                 if files:
                     classes.append((sub.name, files))
     except OSError as e:
-        raise DataError(f"cannot list text folder {root} ({_one_line(e)})") from e
+        raise DataError(f"cannot list text folder {root} ({one_line(e)})") from e
     if top and classes:
         raise DataError(
             f"{root} has .txt files both at its top level ({len(top)}) and in sub-folders "
@@ -352,7 +352,7 @@ def _read_text(path: Path, encoding: str) -> str:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"cannot read {path} ({_one_line(e)})") from e
+        raise DataError(f"cannot read {path} ({one_line(e)})") from e
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:

@@ -37,7 +37,8 @@ from .checkpoint import (CheckpointError, check_compatible, load_checkpoint, res
 from .data import binarize, binarize_static, load_mnist, validate_data
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
-from .vae import VAE
+from .objectives import OBJECTIVES
+from .vae import DTYPES, VAE
 
 __all__ = ["TrainConfig", "Dataset", "corpus_splits", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
            "TrainingError", "one_hot"]
@@ -118,7 +119,7 @@ class TrainConfig:
             ("likelihood", self.likelihood, LIKELIHOODS), ("activation", self.activation, ACTIVATIONS),
             ("optimizer", self.optimizer, optim.OPTIMIZERS), ("dataset", self.dataset, DATASETS),
             ("binarize", self.binarize, ("auto", "dynamic", "static", "none")),
-            ("dtype", self.dtype, ("float32", "float64")), ("objective", self.objective, ("elbo", "iwae")),
+            ("dtype", self.dtype, DTYPES), ("objective", self.objective, OBJECTIVES),
             ("model", self.model, ("mlp", "conv")),
         ]:
             if value not in choices:
@@ -131,8 +132,8 @@ class TrainConfig:
             raise ValueError(f"dataset {self.dataset}: conv and conditional models are for images")
         if (self.dataset == "text") != bool(self.data_dir):
             raise ValueError("--data-dir goes with --dataset text, and --dataset text needs --data-dir")
-        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs or self.free_bits):
-            raise ValueError("the iwae objective takes neither beta != 1, warm-up nor free bits")
+        if not OBJECTIVES[self.objective].takes_beta and (self.beta != 1 or self.warmup_epochs or self.free_bits):
+            raise ValueError(f"the {self.objective} objective takes neither beta != 1, warm-up nor free bits")
 
     def lr_at(self, epoch: int) -> float:
         """The learning rate of epoch ``epoch`` (0-based): constant, or geometric
@@ -297,13 +298,35 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- run state
+#: the running sums of the epoch so far, each weighted by its batch size (a checkpoint keeps them)
+SUM_KEYS = ("loss", "recon", "kl", "objective", "n")
+
+
+def new_sums() -> dict:
+    return dict.fromkeys(SUM_KEYS, 0.0) | {"n": 0}
+
+
+def add_step(sums: dict, res, m: int) -> None:
+    """Add one step's batch means (a LossAndGrads of m examples) to the epoch's sums."""
+    for key, value in (("loss", res.recon + res.kl), ("recon", res.recon), ("kl", res.kl),
+                       ("objective", res.loss)):
+        sums[key] = sums.get(key, 0.0) + value * m
+    sums["n"] += m
+
+
+def sum_means(sums: dict) -> dict:
+    """The epoch's training means so far: train_loss (-ELBO), train_recon, train_kl, train_objective."""
+    n = sums["n"]
+    return {f"train_{key}": sums.get(key, sums["loss"]) / n for key in SUM_KEYS if key != "n"}
+
+
 @dataclass
 class RunState:
     """What a checkpoint holds besides the parameters: position, optimizer, history."""
     epoch: int = 0     # current epoch (0-based)
     batch: int = 0     # next batch within it
     step: int = 0      # optimizer steps taken
-    train_sums: dict = field(default_factory=lambda: {"loss": 0.0, "recon": 0.0, "kl": 0.0, "n": 0})
+    train_sums: dict = field(default_factory=new_sums)
     history: list = field(default_factory=list)  # one dict per finished epoch
     seconds: float = 0.0  # training time so far, over all sessions
 
@@ -478,107 +501,128 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     ``on_step(step)`` is called after every optimizer step (tests inject faults there).
     """
     out = Path(out)
-    keep_freed_memory()
     stream = sys.stdout if stream is None else stream  # looked up now: it may have been replaced
-    if resume:
-        stored, vae, opt_state, rs = load_run(out)
-        _check_resume(stored, cfg, out)
-    else:
-        if (out / "checkpoint.npz").exists():
-            raise TrainingError(f"{out} already holds a checkpoint: pass --resume to continue it, "
-                                f"or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        vae = cfg.build()
-        opt_state = optim.init_state(cfg.optimizer, vae.flat)
-        rs = RunState()
-    (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    data = data if data is not None else load_dataset(cfg)
-    n, B, S = len(data.x_train), cfg.batch_size, cfg.samples
-    nb = -(-n // B)
-    gflat = np.zeros(vae.n_params, dtype=vae.dtype)
-    grads = vae.views(gflat)
-    dynamic = cfg.resolved_binarize() == "dynamic"
-    c_test = one_hot(data.y_test, dtype=vae.dtype) if cfg.conditional else None
-    prog = Progress(stream, progress)
-    if rs.epoch >= cfg.epochs:
-        prog.line(f"{out}: already trained for {rs.epoch} epochs")
-    t0 = None        # start of the timed part of the current epoch
-    consistent = True  # False between the optimizer's update and the step's bookkeeping
-    try:
-        with _StopRequest() as stop:
-            while rs.epoch < cfg.epochs:
-                order = epoch_order(cfg.seed, rs.epoch, n)
-                lr = cfg.lr_at(rs.epoch)
-                t0, n0 = time.perf_counter(), rs.train_sums["n"]
-                while rs.batch < nb:
-                    stop.check()
-                    idx = order[rs.batch * B:(rs.batch + 1) * B]
-                    rng = batch_rng(cfg.seed, rs.epoch, rs.batch)
-                    xb = data.x_train[idx]  # (B, D)
-                    if dynamic:
-                        xb = binarize(xb, rng)
-                    eps = rng.standard_normal((S, len(idx), cfg.z_dim), dtype=vae.dtype)  # (S, B, K)
-                    c = one_hot(data.y_train[idx], dtype=vae.dtype) if cfg.conditional else None
-                    beta = cfg.beta_at(rs.epoch + rs.batch / nb)
-                    res = vae.loss_and_grads(xb, eps, beta=beta, grads=grads, c=c, objective=cfg.objective,
-                                             free_bits=cfg.free_bits)
-                    _check_finite(res, gflat, rs, out)
-                    consistent = False
-                    opt_state = optim.step(vae.flat, gflat, opt_state, lr)
-                    s = rs.train_sums
-                    m = len(idx)
-                    s["loss"] += (res.recon + res.kl) * m
-                    s["objective"] = s.get("objective", 0.0) + res.loss * m
-                    s["recon"] += res.recon * m
-                    s["kl"] += res.kl * m
-                    s["n"] += m
-                    rs.batch += 1
-                    rs.step += 1
-                    consistent = True
-                    if on_step is not None:
-                        on_step(rs.step)
-                    rate = (s["n"] - n0) / max(time.perf_counter() - t0, 1e-9)  # samples/s
-                    eta = ((cfg.epochs - rs.epoch) * n - s["n"]) / rate
-                    prog.update(rs.epoch, cfg.epochs, rs.batch - 1, nb, s["loss"] / s["n"],
-                                s["recon"] / s["n"], s["kl"] / s["n"], rate, eta)
-                epoch_seconds = time.perf_counter() - t0
-                t0 = None
-                last = rs.epoch + 1 == cfg.epochs
-                test = evaluate_elbo(vae, data.x_test, c=c_test) \
-                    if last or (rs.epoch + 1) % cfg.eval_every == 0 else dict.fromkeys(("loss", "recon", "kl"))
-                s = rs.train_sums
-                row = {"epoch": rs.epoch + 1, "step": rs.step, "train_loss": s["loss"] / s["n"],
-                       "train_recon": s["recon"] / s["n"], "train_kl": s["kl"] / s["n"],
-                       "train_objective": s.get("objective", s["loss"]) / s["n"],
-                       "test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
-                       "seconds": rs.seconds + epoch_seconds}
-                consistent = False  # the epoch's bookkeeping moves together
-                rs.history.append(row)
-                rs.seconds += epoch_seconds
-                rs.epoch, rs.batch = rs.epoch + 1, 0
-                rs.train_sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "n": 0}
-                consistent = True
-                save_run(out, cfg, vae, opt_state, rs)
-                rate = (s["n"] - n0) / max(epoch_seconds, 1e-9)
-                eta = (cfg.epochs - rs.epoch) * n / rate if rate > 0 else math.nan
-                prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
-                          f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
-                          + (f"test -ELBO {row['test_loss']:.2f}  " if row["test_loss"] is not None else "")
-                          + f"{rate:,.0f} samples/s  [{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
-                stop.check()
-    except KeyboardInterrupt:
-        if not consistent:
-            prog.line(f"interrupted inside a step: nothing saved; the last checkpoint in {out} is kept")
-            raise
-        if t0 is not None:
-            rs.seconds += time.perf_counter() - t0
-        save_run(out, cfg, vae, opt_state, rs)
-        prog.line(f"interrupted: checkpoint saved at epoch {rs.epoch + 1}, step {rs.step}; "
-                  f"continue with --resume --out {out}")
-        raise
+    run = _Run(cfg, out, resume, data, Progress(stream, progress), on_step)
+    run.train()
     if figures:
-        save_figures(vae, data, out, rs.history, cfg)
-    return rs.history[-1] if rs.history else {}
+        save_figures(run.vae, run.data, out, run.rs.history, cfg)
+    return run.rs.history[-1] if run.rs.history else {}
+
+
+class _Run:
+    """One training run: the model, the optimizer, the position (RunState) and the data,
+    moved forward step by step (:meth:`step`), epoch by epoch (:meth:`end_epoch`)."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, resume: bool, data: Dataset | None, prog: Progress,
+                 on_step: Callable[[int], None] | None):
+        keep_freed_memory()  # the step's activations are reused, not page-faulted in anew (see there)
+        if resume:
+            stored, self.vae, self.opt_state, self.rs = load_run(out)
+            _check_resume(stored, cfg, out)
+        else:
+            if (out / "checkpoint.npz").exists():
+                raise TrainingError(f"{out} already holds a checkpoint: pass --resume to continue it, "
+                                    f"or choose another --out")
+            out.mkdir(parents=True, exist_ok=True)
+            self.vae = cfg.build()
+            self.opt_state = optim.init_state(cfg.optimizer, self.vae.flat)
+            self.rs = RunState()
+        (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+        self.cfg, self.out, self.prog, self.on_step = cfg, out, prog, on_step
+        self.data = data if data is not None else load_dataset(cfg)
+        self.batches = -(-len(self.data.x_train) // cfg.batch_size)           # per epoch
+        self.gflat = np.zeros(self.vae.n_params, dtype=self.vae.dtype)        # every gradient
+        self.grads = self.vae.views(self.gflat)                               # name -> view into gflat
+        self.consistent = True  # False between the optimizer's update and the step's bookkeeping
+        self.t0 = None          # start of the timed part of the current epoch
+
+    def train(self) -> None:
+        """Epochs until ``cfg.epochs``; Ctrl-C saves at the next consistent point and re-raises."""
+        cfg, rs = self.cfg, self.rs
+        if rs.epoch >= cfg.epochs:
+            self.prog.line(f"{self.out}: already trained for {rs.epoch} epochs")
+        try:
+            with _StopRequest() as stop:
+                while rs.epoch < cfg.epochs:
+                    order = epoch_order(cfg.seed, rs.epoch, len(self.data.x_train))
+                    self.t0, n0 = time.perf_counter(), rs.train_sums["n"]
+                    while rs.batch < self.batches:
+                        stop.check()
+                        self.step(order[rs.batch * cfg.batch_size:(rs.batch + 1) * cfg.batch_size])
+                        self.show_progress(n0)
+                    self.end_epoch(n0)
+                    stop.check()
+        except KeyboardInterrupt:
+            self.interrupted()
+            raise
+
+    def step(self, idx: np.ndarray) -> None:
+        """One optimizer step on the examples ``idx`` (B,) of the training set."""
+        cfg, rs, vae = self.cfg, self.rs, self.vae
+        rng = batch_rng(cfg.seed, rs.epoch, rs.batch)
+        xb = self.data.x_train[idx]                                                   # (B, D)
+        if cfg.resolved_binarize() == "dynamic":
+            xb = binarize(xb, rng)                                                    # fresh bits
+        eps = rng.standard_normal((cfg.samples, len(idx), cfg.z_dim), dtype=vae.dtype)  # (S, B, K)
+        c = one_hot(self.data.y_train[idx], dtype=vae.dtype) if cfg.conditional else None
+        res = vae.loss_and_grads(xb, eps, beta=cfg.beta_at(rs.epoch + rs.batch / self.batches), grads=self.grads,
+                                 c=c, objective=cfg.objective, free_bits=cfg.free_bits)
+        _check_finite(res, self.gflat, rs, self.out)
+        self.consistent = False
+        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch))
+        add_step(rs.train_sums, res, len(idx))
+        rs.batch, rs.step = rs.batch + 1, rs.step + 1
+        self.consistent = True
+        if self.on_step is not None:
+            self.on_step(rs.step)
+
+    def show_progress(self, n0: int) -> None:
+        """The live status line: the epoch's means so far, the speed, the time left."""
+        rs, n = self.rs, len(self.data.x_train)
+        done = rs.train_sums["n"]
+        rate = (done - n0) / max(time.perf_counter() - self.t0, 1e-9)               # samples/s
+        means = sum_means(rs.train_sums)
+        self.prog.update(rs.epoch, self.cfg.epochs, rs.batch - 1, self.batches, means["train_loss"],
+                         means["train_recon"], means["train_kl"], rate, ((self.cfg.epochs - rs.epoch) * n - done) / rate)
+
+    def end_epoch(self, n0: int) -> None:
+        """Evaluate (every ``eval_every`` epochs and after the last), record the epoch's row,
+        move to the next epoch, checkpoint, and print the epoch's line."""
+        cfg, rs = self.cfg, self.rs
+        seconds = time.perf_counter() - self.t0
+        self.t0 = None
+        last = rs.epoch + 1 == cfg.epochs
+        if last or (rs.epoch + 1) % cfg.eval_every == 0:
+            c_test = one_hot(self.data.y_test, dtype=self.vae.dtype) if cfg.conditional else None
+            test = evaluate_elbo(self.vae, self.data.x_test, c=c_test)
+        else:
+            test = dict.fromkeys(("loss", "recon", "kl"))
+        row = {"epoch": rs.epoch + 1, "step": rs.step, **sum_means(rs.train_sums),
+               **{f"test_{k}": v for k, v in test.items()}, "seconds": rs.seconds + seconds}
+        trained = rs.train_sums["n"] - n0
+        self.consistent = False  # the epoch's bookkeeping moves together
+        rs.history.append(row)
+        rs.seconds += seconds
+        rs.epoch, rs.batch, rs.train_sums = rs.epoch + 1, 0, new_sums()
+        self.consistent = True
+        save_run(self.out, cfg, self.vae, self.opt_state, rs)
+        rate = trained / max(seconds, 1e-9)
+        eta = (cfg.epochs - rs.epoch) * len(self.data.x_train) / rate if rate > 0 else math.nan
+        self.prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
+                       f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
+                       + (f"test -ELBO {row['test_loss']:.2f}  " if row["test_loss"] is not None else "")
+                       + f"{rate:,.0f} samples/s  [{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
+
+    def interrupted(self) -> None:
+        """Ctrl-C: save at a consistent point, or keep the last checkpoint if inside a step."""
+        if not self.consistent:
+            self.prog.line(f"interrupted inside a step: nothing saved; the last checkpoint in {self.out} is kept")
+            return
+        if self.t0 is not None:
+            self.rs.seconds += time.perf_counter() - self.t0
+        save_run(self.out, self.cfg, self.vae, self.opt_state, self.rs)
+        self.prog.line(f"interrupted: checkpoint saved at epoch {self.rs.epoch + 1}, step {self.rs.step}; "
+                       f"continue with --resume --out {self.out}")
 
 
 def _check_resume(stored: TrainConfig, asked: TrainConfig, out: Path) -> None:

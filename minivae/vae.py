@@ -26,13 +26,13 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from . import gaussian
-from .likelihoods import LIKELIHOODS, get_likelihood
-from .nn import ACTIVATIONS, affine_backward, affine_forward
-from .objectives import (elbo_kl_form, free_bits_backward, free_bits_forward, iw_bound_backward,
-                         iw_bound_forward)
+from .likelihoods import get_likelihood
+from .nn import ACTIVATIONS, ActCache, AffineCache, affine_backward, affine_forward
+from .objectives import OBJECTIVES, TermGrads, Terms, elbo_kl_form
 
-__all__ = ["VAE", "LossAndGrads", "Terms", "param_views"]
+__all__ = ["VAE", "LossAndGrads", "Terms", "DTYPES", "param_views"]
 
+#: the dtypes a model computes in: float64 for checks, float32 (the default) for training
 DTYPES = ("float32", "float64")
 
 
@@ -44,13 +44,36 @@ class LossAndGrads(NamedTuple):
     kl: float                     # mean over the batch of KL(q(z|x) || p(z)) (rate)
 
 
-class Terms(NamedTuple):
-    """Per-example pieces of the ELBO for one batch, from :meth:`VAE.terms`."""
-    log_px_z: np.ndarray  # (S, N)     log p(x | z_s)
-    kl: np.ndarray        # (N,)       KL(q(z|x) || N(0, I))
-    mu: np.ndarray        # (N, K)
-    log_var: np.ndarray   # (N, K)
-    z: np.ndarray         # (S, N, K)
+class LayerCache(NamedTuple):
+    """One hidden layer: the affine map, then the activation."""
+    affine: AffineCache
+    act: ActCache
+
+
+class EncoderCache(NamedTuple):
+    hidden: tuple[LayerCache, ...]  # the MLP's hidden layers, first to last
+    mu: AffineCache                 # the mean head
+    log_var: AffineCache            # the log-variance head (before the clip)
+
+
+class PosteriorCache(NamedTuple):
+    encoder: object                 # the encoder network's cache (EncoderCache for the MLP)
+    clamp: gaussian.ClampCache      # the log-variance clip
+
+
+class DecoderCache(NamedTuple):
+    hidden: tuple[LayerCache, ...]
+    out: AffineCache                # the output layer: the likelihood's parameters
+    lead: tuple[int, ...]           # z's leading shape, (S, N)
+
+
+class ForwardCache(NamedTuple):
+    """Everything the model's backward pass needs, in the order the forward pass made it."""
+    posterior: PosteriorCache
+    reparam: gaussian.ReparamCache
+    decoder: object                 # DecoderCache for the MLP
+    likelihood: object              # the likelihood's cache
+    kl: gaussian.KLCache
 
 
 class VAE:
@@ -188,72 +211,97 @@ class VAE:
         return c
 
     # ------------------------------------------------------------ network pieces
+    def _put(self, grads: dict, layer: str, dW: np.ndarray, db: np.ndarray) -> None:
+        """Store a layer's gradients in the arrays ``grads`` holds (views of one flat buffer)."""
+        grads[layer + ".W"][...] = dW
+        grads[layer + ".b"][...] = db
+
     def _mlp_forward(self, h: np.ndarray, prefix: str, n_layers: int):
+        """h (M, D_in) through the hidden layers ``prefix.0 .. prefix.{n-1}`` -> (M, H), caches."""
         caches = []
         for i in range(n_layers):
-            a, c_aff = affine_forward(h, self._params[f"{prefix}.{i}.W"], self._params[f"{prefix}.{i}.b"])
-            h, c_act = self._act_forward(a)
-            caches.append((c_aff, c_act))
-        return h, caches
+            a, affine = affine_forward(h, self._params[f"{prefix}.{i}.W"], self._params[f"{prefix}.{i}.b"])
+            h, act = self._act_forward(a)
+            caches.append(LayerCache(affine, act))
+        return h, tuple(caches)
 
-    def _mlp_backward(self, dh: np.ndarray, caches, prefix: str, grads: dict,
-                      input_grad: bool = True) -> np.ndarray | None:
+    def _mlp_backward(self, dh: np.ndarray, caches: tuple[LayerCache, ...], prefix: str, grads: dict,
+                      reads_data: bool = False) -> np.ndarray | None:
+        """dh (M, H) back through the hidden layers -> the input's gradient (None when the
+        first layer ``reads_data``: nobody needs the data's gradient)."""
         for i in reversed(range(len(caches))):
-            c_aff, c_act = caches[i]
-            dh = affine_backward(self._act_backward(dh, c_act), c_aff,
-                                 out=(grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"]),
-                                 input_grad=input_grad or i > 0)[0]
-        return dh
+            affine = caches[i].affine
+            if i == 0 and reads_data:
+                affine = _skip_input_gradient(affine)
+            dh, dW, db = affine_backward(self._act_backward(dh, caches[i].act), affine)
+            self._put(grads, f"{prefix}.{i}", dW, db)
+        return None if reads_data and caches else dh
 
+    def _encoder_forward(self, x: np.ndarray, c: np.ndarray | None):
+        """x (N, D) [, c (N, C)] -> mu (N, K), the raw log-variance (N, K), EncoderCache."""
+        xc = x if c is None else np.concatenate([x, c], axis=1)            # (N, D + C)
+        h, hidden = self._mlp_forward(xc, "enc", len(self.hidden))         # (N, H)
+        heads = [affine_forward(h, self._params[f"enc.{k}.W"], self._params[f"enc.{k}.b"]) for k in ("mu", "log_var")]
+        (mu, mu_cache), (raw, log_var_cache) = heads                       # (N, K) each
+        return mu, raw, EncoderCache(hidden, mu_cache, log_var_cache)
+
+    def _encoder_backward(self, dmu: np.ndarray, draw: np.ndarray, cache: EncoderCache, grads: dict) -> None:
+        """dmu, draw (N, K) -> the encoder's gradients, in ``grads`` (none for the data)."""
+        deep = bool(self.hidden)  # with no hidden layer the heads read the data
+        dh = 0.0
+        for name, d, head in (("enc.mu", dmu, cache.mu), ("enc.log_var", draw, cache.log_var)):
+            dh_head, dW, db = affine_backward(d, head if deep else _skip_input_gradient(head))
+            self._put(grads, name, dW, db)
+            dh = dh + dh_head                                                  # (N, H)
+        if deep:
+            self._mlp_backward(dh, cache.hidden, "enc", grads, reads_data=True)
+
+    def _posterior_forward(self, x: np.ndarray, c: np.ndarray | None = None):
+        """The encoder, its log-variance clipped to the safe range (see
+        :func:`minivae.gaussian.clamp_log_var_forward`): mu, log_var (N, K), PosteriorCache."""
+        mu, raw, encoder = self._encoder_forward(x, c)                     # (N, K) each
+        log_var, clamp = gaussian.clamp_log_var_forward(raw)
+        return mu, log_var, PosteriorCache(encoder, clamp)
+
+    def _posterior_backward(self, dmu: np.ndarray, dlog_var: np.ndarray, cache: PosteriorCache,
+                            grads: dict) -> None:
+        """dmu, dlog_var (N, K) -> the encoder's gradients, in ``grads``."""
+        self._encoder_backward(dmu, gaussian.clamp_log_var_backward(dlog_var, cache.clamp), cache.encoder, grads)
+
+    def _decoder_forward(self, z: np.ndarray, c: np.ndarray | None = None):
+        """z (..., N, K) [, c (N, C)] -> the likelihood's parameters (..., N, P), DecoderCache."""
+        lead = z.shape[:-1]
+        if c is not None:  # the same context for every sample of an example
+            z = np.concatenate([z, np.broadcast_to(c, lead + c.shape[-1:])], axis=-1)  # (..., N, K + C)
+        h, hidden = self._mlp_forward(z.reshape(-1, z.shape[-1]), "dec", len(self.decoder_hidden))
+        out, out_cache = affine_forward(h, self._params["dec.out.W"], self._params["dec.out.b"])  # (S*N, P)
+        return out.reshape(lead + (out.shape[-1],)), DecoderCache(hidden, out_cache, lead)
+
+    def _decoder_backward(self, dout: np.ndarray, cache: DecoderCache, grads: dict) -> np.ndarray:
+        """dout (..., N, P) -> dz (..., N, K), filling the decoder's gradients."""
+        dh, dW, db = affine_backward(dout.reshape(-1, dout.shape[-1]), cache.out)  # (S*N, H)
+        self._put(grads, "dec.out", dW, db)
+        dz = self._mlp_backward(dh, cache.hidden, "dec", grads)                    # (S*N, K + C)
+        return dz[:, :self.z_dim].reshape(cache.lead + (self.z_dim,))
+
+    # ------------------------------------------------------------ public encode / decode
     def encode(self, x, c=None) -> tuple[np.ndarray, np.ndarray]:
         """x (N, D) [, c (N, C)] -> mu (N, K), log_var (N, K): the parameters of q(z | x)."""
         x = self._as_x(x)
-        return self._posterior(x, self._as_c(c, len(x)))[:2]
+        return self._posterior_forward(x, self._as_c(c, len(x)))[:2]
 
-    def _posterior(self, x: np.ndarray, c: np.ndarray | None = None):
-        """The encoder's heads, log_var clipped to the safe range (see
-        :func:`minivae.gaussian.clamp_log_var_forward`): mu, log_var (N, K), cache."""
-        mu, raw, enc_cache = self._encode(x, c)                            # (N, K) each
-        log_var, c_clamp = gaussian.clamp_log_var_forward(raw)
-        return mu, log_var, (enc_cache, c_clamp)
-
-    def _posterior_backward(self, dmu: np.ndarray, dlog_var: np.ndarray, cache, grads: dict) -> None:
-        enc_cache, c_clamp = cache
-        self._encode_backward(dmu, gaussian.clamp_log_var_backward(dlog_var, c_clamp), enc_cache, grads)
-
-    def _encode(self, x: np.ndarray, c: np.ndarray | None = None):
-        xc = x if c is None else np.concatenate([x, c], axis=1)  # (N, D + C)
-        h, caches = self._mlp_forward(xc, "enc", len(self.hidden))  # (N, H)
-        mu, c_mu = affine_forward(h, self._params["enc.mu.W"], self._params["enc.mu.b"])  # (N, K)
-        log_var, c_lv = affine_forward(h, self._params["enc.log_var.W"], self._params["enc.log_var.b"])
-        return mu, log_var, (caches, c_mu, c_lv)
-
-    def _encode_backward(self, dmu: np.ndarray, dlog_var: np.ndarray, cache, grads: dict) -> None:
-        """Gradients of the encoder's parameters from dmu, dlog_var (N, K); none for the data."""
-        caches, c_mu, c_lv = cache
-        deep = bool(self.hidden)  # with no hidden layer the heads read the data: no dx needed
-        dh = affine_backward(dmu, c_mu, out=(grads["enc.mu.W"], grads["enc.mu.b"]), input_grad=deep)[0]
-        dh_lv = affine_backward(dlog_var, c_lv, out=(grads["enc.log_var.W"], grads["enc.log_var.b"]),
-                                input_grad=deep)[0]
-        if deep:
-            self._mlp_backward(dh + dh_lv, caches, "enc", grads, input_grad=False)
-
-    def decode(self, z, c=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def decode(self, z, c=None) -> np.ndarray | tuple[np.ndarray, ...]:
         """z (..., N, K) [, c (N, C)] -> the likelihood's parameters, (..., N, D): logits
         (bernoulli, categorical), mean (gaussian), location (laplace), or a
         (mean, log_var) pair (gaussian_learned; log_var in the safe range)."""
         z = self._as_z(z)
-        out = self._decode(z, self._as_c(c, z.shape[-2]))[0]
-        if self.likelihood.params_per_dim == 1:
-            return out
-        mean, raw = np.split(out, 2, axis=-1)
-        return mean, gaussian.clamp_log_var_forward(raw)[0]
+        return self.likelihood.params(self._decoder_forward(z, self._as_c(c, z.shape[-2]))[0])
 
     def decode_mean(self, z, c=None) -> np.ndarray:
         """z (..., N, K) [, c (N, C)] -> E[x | z] (..., N, D): pixel probabilities for
         bernoulli, the mean otherwise."""
         z = self._as_z(z)
-        return self.likelihood.mean(self._decode(z, self._as_c(c, z.shape[-2]))[0])
+        return self.likelihood.mean(self._decoder_forward(z, self._as_c(c, z.shape[-2]))[0])
 
     def log_px_z(self, x, z, c=None) -> np.ndarray:
         """log p(x | z) [, context c]: x (N, D), z (..., N, K) -> (..., N), in nats."""
@@ -261,33 +309,35 @@ class VAE:
         z = np.asarray(z, dtype=self.dtype)
         if z.ndim < 2 or z.shape[-2:] != (len(x), self.z_dim):
             raise ValueError(f"z must have shape (..., {len(x)}, {self.z_dim}), got {z.shape}")
-        return self.likelihood.forward(x, self._decode(z, self._as_c(c, len(x)))[0])[0]
+        return self.likelihood.forward(x, self._decoder_forward(z, self._as_c(c, len(x)))[0])[0]
 
-    def _decode(self, z: np.ndarray, c: np.ndarray | None = None):
-        lead = z.shape[:-1]
-        if c is not None:  # the same context for every sample of an example
-            z = np.concatenate([z, np.broadcast_to(c, lead + c.shape[-1:])], axis=-1)  # (..., N, K + C)
-        h, caches = self._mlp_forward(z.reshape(-1, z.shape[-1]), "dec", len(self.decoder_hidden))
-        out, c_out = affine_forward(h, self._params["dec.out.W"], self._params["dec.out.b"])  # (S*N, P)
-        return out.reshape(lead + (out.shape[-1],)), (caches, c_out, lead)
-
-    def _decode_backward(self, dout: np.ndarray, cache, grads: dict) -> np.ndarray:
-        """dout (..., N, P) -> dz (..., N, K), filling the decoder's gradients."""
-        caches, c_out, lead = cache
-        dh = affine_backward(dout.reshape(-1, dout.shape[-1]), c_out,
-                             out=(grads["dec.out.W"], grads["dec.out.b"]))[0]  # (S*N, H)
-        dz = self._mlp_backward(dh, caches, "dec", grads)                  # (S*N, K + C)
-        return dz[:, :self.z_dim].reshape(lead + (self.z_dim,))
-
-    # ------------------------------------------------------------ the objective
+    # ------------------------------------------------------------ the model, forward and backward
     def _forward(self, x: np.ndarray, eps: np.ndarray, c: np.ndarray | None = None):
-        mu, log_var, enc_cache = self._posterior(x, c)                      # (N, K) each
-        z, c_rep = gaussian.reparameterize_forward(mu, log_var, eps)        # (S, N, K)
-        out, dec_cache = self._decode(z, c)                                 # (S, N, P)
-        log_px_z, c_lik = self.likelihood.forward(x, out)                   # (S, N)
-        kl, c_kl = gaussian.kl_std_normal_forward(mu, log_var)              # (N,)
-        terms = Terms(log_px_z, kl, mu, log_var, z)
-        return terms, (enc_cache, c_rep, dec_cache, c_lik, c_kl)
+        """x (N, D), eps (S, N, K) [, c (N, C)] -> the ELBO's pieces (Terms), ForwardCache."""
+        mu, log_var, posterior = self._posterior_forward(x, c)            # (N, K) each
+        z, reparam = gaussian.reparameterize_forward(mu, log_var, eps)     # (S, N, K)
+        out, decoder = self._decoder_forward(z, c)                         # (S, N, P)
+        log_px_z, likelihood = self.likelihood.forward(x, out)             # (S, N)
+        kl, kl_cache = gaussian.kl_std_normal_forward(mu, log_var)          # (N,)
+        return Terms(log_px_z, kl, mu, log_var, z), ForwardCache(posterior, reparam, decoder, likelihood, kl_cache)
+
+    def _backward(self, dterms: TermGrads, cache: ForwardCache, grads: dict) -> None:
+        r"""The gradient of a loss to every parameter, from its gradients to the ELBO's pieces.
+
+        ``dterms`` holds $\partial L / \partial \log p(x \mid z_s)$ (S, N) and the direct
+        gradients to z (S, N, K), mu and log_var (N, K) that the objective's other terms
+        contribute (the KL's, or those of $\log p(z) - \log q(z \mid x)$); ``cache`` is
+        :meth:`_forward`'s. Fills ``grads`` (name -> array of the parameter's shape).
+        Checked end to end against finite differences of the loss.
+        """
+        ### BEGIN SOLUTION task_elbo
+        # back through the likelihood and the decoder to z, then through z = mu + sigma * eps
+        # to mu and log_var, where the objective's own gradients join, then through the encoder
+        dout = self.likelihood.backward(dterms.log_px_z, cache.likelihood)    # (S, N, P)
+        dz = dterms.z + self._decoder_backward(dout, cache.decoder, grads)    # (S, N, K)
+        dmu, dlog_var, _ = gaussian.reparameterize_backward(dz, cache.reparam)  # (N, K) each
+        self._posterior_backward(dterms.mu + dmu, dterms.log_var + dlog_var, cache.posterior, grads)
+        ### END SOLUTION
 
     def terms(self, x, eps, c=None) -> Terms:
         """Per-example ELBO pieces for a batch, no gradients. x (N, D), eps (N, K) or (S, N, K)."""
@@ -305,7 +355,8 @@ class VAE:
 
         x (N, D); eps (N, K) or (S, N, K), standard normal noise passed in (the
         ELBO then averages over the S samples); beta weighs the KL; c (N, C) is
-        the context of a conditional VAE. ``objective="iwae"`` minimizes
+        the context of a conditional VAE. ``objective`` is a name of
+        :data:`minivae.objectives.OBJECTIVES`: "elbo", or "iwae", which minimizes
         $-\mathcal L_S$ instead (S = eps.shape[0]; beta and free bits do not apply).
         ``free_bits`` = $\lambda$ > 0 replaces the KL term by
         $\sum_k \max(\lambda, \overline{\mathrm{KL}}_k)$ (see :func:`minivae.objectives.free_bits_forward`).
@@ -313,58 +364,26 @@ class VAE:
         that receives the gradients; otherwise fresh arrays are returned.
         """
         beta, free_bits = float(beta), float(free_bits)  # NumPy scalars would promote float32 arrays
-        if objective not in ("elbo", "iwae"):
-            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
-        if objective == "iwae" and (beta != 1.0 or free_bits):
-            raise ValueError("the iwae objective takes neither beta != 1 nor free bits")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if not OBJECTIVES[objective].takes_beta and (beta != 1.0 or free_bits):
+            raise ValueError(f"the {objective} objective takes neither beta != 1 nor free bits")
         x = self._as_x(x)
         eps = self._as_eps(eps, len(x))
         c = self._as_c(c, len(x))
-        S, N = eps.shape[:2]
         if grads is None:
             grads = self.views(np.empty(self.n_params, dtype=self.dtype))
-        t, (enc_cache, c_rep, dec_cache, c_lik, c_kl) = self._forward(x, eps, c)
-        recon = -float(t.log_px_z.mean())
-        kl = float(t.kl.mean())
-        if objective == "iwae":
-            loss, dlog_px_z, dz, dmu, dlog_var = self._iwae_terms(t, c_rep)
-        else:
-            dlog_px_z = np.full((S, N), -1.0 / (S * N), dtype=self.dtype)  # dloss/dlog p(x|z_s)
-            loss, dmu, dlog_var = self._kl_term(t, c_kl, beta, free_bits)
-            loss += recon
-            dz = 0.0
-        ### BEGIN SOLUTION task_elbo
-        dout = self.likelihood.backward(dlog_px_z, c_lik)                    # (S, N, P)
-        dz = dz + self._decode_backward(dout, dec_cache, grads)             # (S, N, K)
-        dmu_rep, dlv_rep, _ = gaussian.reparameterize_backward(dz, c_rep)
-        self._posterior_backward(dmu + dmu_rep, dlog_var + dlv_rep, enc_cache, grads)
-        ### END SOLUTION
-        return LossAndGrads(loss, grads, recon, kl)
+        terms, cache = self._forward(x, eps, c)
+        loss, dterms = OBJECTIVES[objective].loss(terms, cache.kl, beta, free_bits)
+        self._backward(dterms, cache, grads)
+        return LossAndGrads(loss, grads, -float(terms.log_px_z.mean()), float(terms.kl.mean()))
 
-    def _kl_term(self, t: Terms, c_kl, beta: float, free_bits: float):
-        """beta * (KL or its free-bits form), and its gradients to mu, log_var (N, K)."""
-        N = len(t.kl)
-        if not free_bits:
-            dmu, dlog_var = gaussian.kl_std_normal_backward(np.full(N, beta / N, dtype=self.dtype), c_kl)
-            return beta * float(t.kl.mean()), dmu, dlog_var
-        kl_dims, c_dims = gaussian.kl_std_normal_forward(t.mu[..., None], t.log_var[..., None])  # (N, K)
-        value, c_fb = free_bits_forward(kl_dims, free_bits)
-        dmu, dlog_var = gaussian.kl_std_normal_backward(free_bits_backward(beta, c_fb), c_dims)  # (N, K, 1)
-        return beta * value, dmu[..., 0], dlog_var[..., 0]
 
-    def _iwae_terms(self, t: Terms, c_rep):
-        r"""$-\frac1N\sum_n \mathcal L_S(x_n)$ and its gradients: to $\log p(x\mid z_s)$, and
-        to z, mu, log_var through $\log p(z_s) - \log q(z_s \mid x)$ (the decoder's path to z
-        is added by the caller)."""
-        S, N = t.log_px_z.shape
-        zeros = np.zeros_like(t.log_var)
-        log_pz, c_pz = gaussian.log_density_forward(t.z, zeros, zeros)          # (S, N)
-        log_qz, c_qz = gaussian.log_density_forward(t.z, t.mu, t.log_var)      # (S, N)
-        bound, c_iw = iw_bound_forward(t.log_px_z + log_pz - log_qz)          # (N,)
-        dlog_w = iw_bound_backward(np.full(N, -1.0 / N, dtype=self.dtype), c_iw)  # (S, N)
-        dz_p = gaussian.log_density_backward(dlog_w, c_pz)[0]
-        dz_q, dmu_q, dlv_q = gaussian.log_density_backward(-dlog_w, c_qz)       # (S, N, K) each
-        return -float(bound.mean()), dlog_w, dz_p + dz_q, dmu_q.sum(0), dlv_q.sum(0)
+def _skip_input_gradient(cache: AffineCache) -> AffineCache:
+    """The cache of a layer that reads data, for :func:`minivae.nn.affine_backward`: its W
+    emptied to shape (0, H), so the input's gradient, which nobody needs, is an empty
+    product (N, 0) instead of a costly one. dW and db come out unchanged."""
+    return cache._replace(W=cache.W[:0])
 
 
 def param_views(shapes: Mapping[str, tuple[int, ...]], flat: np.ndarray) -> dict[str, np.ndarray]:
