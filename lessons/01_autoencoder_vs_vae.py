@@ -66,8 +66,8 @@ rng = np.random.default_rng(1)
 #
 # 1. **Noise.** The encoder outputs a distribution, $q(z\mid x) = \mathcal N(\mu(x), \mathrm{diag}\,\sigma^2(x))$,
 #    and the decoder is trained on a *sample* $z = \mu + \sigma\odot\epsilon$, $\epsilon\sim\mathcal N(0, I)$.
-# 2. **The KL.** Each code pays $\mathrm{KL}\big(q(z\mid x)\,\|\,\mathcal N(0, I)\big)
-#    = \tfrac12\sum_k(\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$ nats (lesson 2).
+# 2. **The KL.** Each code pays $\mathrm{KL}\big(q(z\mid x)\,\|\,\mathcal N(0, I)\big)$ nats, a
+#    closed form in $\mu$ and $\sigma^2$ (lesson 2).
 #
 # The loss per image is $\mathbb E_{q}[-\log p(x\mid z)] + \mathrm{KL}(q(z\mid x)\,\|\,p(z))$, the
 # negative ELBO (lesson 4). Noise alone would change little: an encoder

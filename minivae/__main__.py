@@ -19,10 +19,11 @@ from .data import DataError, escape_line_breaks
 from .lessons import DEFAULT_OUT, LESSONS_DIR
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
-from .objectives import nats_to_bits_per_dim
+from .objectives import OBJECTIVES, nats_to_bits_per_dim
 from .optim import OPTIMIZERS
 from .train import (DATASETS, N_CLASSES, TrainConfig, TrainingError, evaluate, load_run, load_split,
                     one_hot, train)
+from .vae import DTYPES
 
 # AssignError is a ValueError; ImportError: an optional extra is missing (the message says which)
 USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError, ImportError)
@@ -34,14 +35,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         # argparse quotes the offending arguments as typed, line breaks included
         self.exit(2, f"{self.prog}: error: {escape_line_breaks(message)} (see {self.prog} --help)\n")
-
-    def parse_known_args(self, args=None, namespace=None):
-        ns, rest = super().parse_known_args(args, namespace)
-        # argparse fills a positional given only as '--' tokens (`assign build -- --`) with []
-        empty = [name for name, value in vars(ns).items() if isinstance(value, list) and not value]
-        if empty:
-            self.error(f"the following arguments are required: {', '.join(empty)}")
-        return ns, rest
 
 
 def _number(kind, lowest: float, what: str):
@@ -84,7 +77,7 @@ def build_parser() -> Parser:
     opt("--z-dim", type=positive_int, help=f"latent dimension K (default {d.z_dim})")
     opt("--hidden", type=hidden_widths, help="hidden widths, e.g. 400 or 200,200, or none "
         f"(default {','.join(map(str, d.hidden))})")
-    opt("--likelihood", choices=LIKELIHOODS, help=f"decoder likelihood (default {d.likelihood})")
+    opt("--likelihood", choices=tuple(LIKELIHOODS), help=f"decoder likelihood (default {d.likelihood})")
     opt("--activation", choices=tuple(ACTIVATIONS), help=f"hidden activation (default {d.activation})")
     opt("--batch-size", type=positive_int, help=f"examples per step (default {d.batch_size})")
     opt("--lr", type=positive_float, help=f"learning rate (default {d.lr})")
@@ -104,13 +97,13 @@ def build_parser() -> Parser:
         help="decoder hidden widths if not the mirror of --hidden; none = linear softmax decoder")
     opt("--conditional", action="store_true", default=None,
         help="conditional VAE: feed the one-hot digit label to encoder and decoder")
-    opt("--objective", choices=("elbo", "iwae"), help="elbo, or the importance-weighted bound (default elbo)")
+    opt("--objective", choices=tuple(OBJECTIVES), help="elbo, or iwae: the importance-weighted bound (default elbo)")
     opt("--samples", type=positive_int, help="latent samples per example per step, S (default 1)")
     opt("--warmup-epochs", type=nonneg_float, help="ramp the KL weight from 0 to beta over these epochs (default 0)")
     opt("--free-bits", type=nonneg_float, help="floor on each latent dimension's batch-mean KL, nats (default 0)")
     opt("--train-size", type=nonneg_int, help="use only the first n training images (default 0: all)")
     opt("--test-size", type=nonneg_int, help="use only the first n test images (default 0: all)")
-    opt("--dtype", choices=("float32", "float64"), help=f"(default {d.dtype})")
+    opt("--dtype", choices=DTYPES, help=f"(default {d.dtype})")
     opt("--out", type=Path, help="run folder (default: the first free runs/run-NNN)")
     opt("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     opt("--no-progress", action="store_true", help="print one line per epoch only")
@@ -145,9 +138,17 @@ def build_parser() -> Parser:
     dv = sub.add_parser("derivations", help="check every identity the lessons derive; exit 1 if one fails")
     dv.add_argument("--quick", action="store_true", help="fewer draws and grid points, as in CI (seconds)")
 
-    asg = sub.add_parser("assign", help="build the student copy: assign build OUT")
-    asg.add_argument("action", choices=("build",))
-    asg.add_argument("out", type=Path, help="a new folder for the student copy")
+    ### BEGIN INSTRUCTOR: the student copy has no assign command
+    asg = sub.add_parser("assign", help="the classroom: build the student copy and prove it")
+    asa = asg.add_subparsers(dest="action", required=True, parser_class=Parser,
+                             metavar="{build,check}")
+    a = asa.add_parser("build", help="write the student copy into the new folder OUT")
+    a.add_argument("out", type=Path, help="a new folder for the student copy")
+    a = asa.add_parser("check", help="prove a student copy: its tests, stubbed, solved and with wrong answers")
+    a.add_argument("out", type=Path, help="the student copy (from assign build)")
+    a.add_argument("--python", type=Path, help="an interpreter that cannot import the solution "
+                   "(default: a new virtual environment, made for the check)")
+    ### END INSTRUCTOR
 
     s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
     s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
@@ -277,14 +278,28 @@ def cmd_lessons(args) -> int:
     return 0
 
 
+### BEGIN INSTRUCTOR
 def cmd_assign(args) -> int:
-    from .assign import build_student_copy
+    import tempfile
 
-    stubbed = build_student_copy(args.out)
-    n = sum(len(t) for t in stubbed.values())
-    print(f"wrote the student copy to {args.out}: {n} solution regions in {len(stubbed)} files stubbed; "
-          f"see {args.out / 'ASSIGNMENT.md'}")
-    return 0
+    from .assign import build_student_copy, isolated_python, prove
+
+    if args.action == "build":
+        stubbed = build_student_copy(args.out)
+        n = sum(len(t) for t in stubbed.values())
+        print(f"wrote the student copy to {args.out}: {n} solution regions in {len(stubbed)} files stubbed, "
+              f"checked clean; see {args.out / 'ASSIGNMENT.md'}; prove it with: python -m minivae assign check "
+              f"{args.out}")
+        return 0
+    if not (args.out / "ASSIGNMENT.md").is_file():
+        raise ValueError(f"{args.out} is not a student copy (no ASSIGNMENT.md); make one with assign build")
+    with tempfile.TemporaryDirectory() as tmp:
+        python = args.python or isolated_python(Path(tmp) / "venv")
+        proof = prove(args.out, python)
+    print(proof)
+    return 0 if proof.ok else 1
+
+### END INSTRUCTOR
 
 
 def cmd_derivations(args) -> int:
@@ -380,7 +395,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
-                    "lessons": cmd_lessons, "assign": cmd_assign, "derivations": cmd_derivations}
+                    "lessons": cmd_lessons, "derivations": cmd_derivations}
+        ### BEGIN INSTRUCTOR
+        commands["assign"] = cmd_assign
+        ### END INSTRUCTOR
         return commands[args.command](args)
     except USER_ERRORS as e:
         print(f"minivae {args.command}: error: {escape_line_breaks(str(e))}", file=sys.stderr)

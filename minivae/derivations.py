@@ -5,7 +5,7 @@ check from :mod:`minivae.verify` whose two sides come by different routes: a clo
 against Monte Carlo, quadrature or direct evaluation; a hand-derived gradient against
 central differences; an inequality on every case of a sweep, e.g.
 
-$$ \mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big) = \tfrac12(\mu^2 + \sigma^2 - 1 - \log\sigma^2)
+$$ \mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big)_{\text{closed form}}
    = \mathbb E_q[\log q(z) - \log p(z)], \qquad \log p(x) = \mathrm{ELBO}(q) + \mathrm{KL}(q\,\|\,p(z\mid x)). $$
 
 Every entry is float64 and seeded, so a run is reproducible; :data:`QUICK` sizes (CI)

@@ -4,9 +4,9 @@ r"""Diagnostics of a trained encoder: which latent dimensions carry information.
   $A_k = \mathrm{Cov}_x\big(\mathbb E_{q(z\mid x)}[z_k]\big) = \mathrm{Var}_x(\mu_k(x)) > 0.01$:
   its posterior mean moves with the input. An inactive dimension has collapsed to
   the prior and costs no KL.
-* KL per dimension: the closed-form KL splits over dimensions,
-  $\mathrm{KL} = \sum_k \tfrac12(\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$; its data
-  average per $k$ is the rate each dimension spends.
+* KL per dimension: the closed-form KL of a diagonal Gaussian to $\mathcal N(0, I)$ is a
+  sum over the dimensions, $\mathrm{KL} = \sum_k \mathrm{KL}_k$; the data average of
+  $\mathrm{KL}_k$ is the rate dimension $k$ spends.
 
 Taught in lessons 7 and 9.
 """

@@ -14,8 +14,7 @@ prior sample explains a given $x$.
 
 Everything is computed from log-weights with a running log-sum-exp, in chunks
 of at most ``rows`` decoder evaluations, so memory stays bounded whatever
-$S$ and $N$. The Monte Carlo standard error of $\log \hat p(x)$ comes from the
-delta method, $\mathrm{se} \approx \mathrm{sd}(w) / (\sqrt S\, \bar w)$.
+$S$ and $N$, with the Monte Carlo standard error of $\log \hat p(x)$.
 
 **Gradient estimators** of $\nabla_\phi \mathbb E_{q_\phi}[f(z)]$ for a Gaussian
 $q_\phi = \mathcal N(\mu, \sigma^2)$: the score function (REINFORCE)
@@ -95,6 +94,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
             s = min(s_chunk, S - j)
             eps = rng.standard_normal((s, n, K), dtype=vae.dtype)  # (s, n, K)
             ### BEGIN SOLUTION task_iw
+            # the sums of w and w^2 kept in units of exp(m), m the largest log-weight so far
             lw = log_weights(vae, xb, eps, proposal, cb).astype(np.float64)  # (s, n)
             m_new = np.maximum(m, lw.max(axis=0))
             scale = np.exp(m - m_new)     # rescale the old sums to the new max
@@ -104,6 +104,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
             m = m_new
             ### END SOLUTION
         ### BEGIN SOLUTION task_iw
+        # the delta method: sd(log mean w) ~ sd(w) / (sqrt(S) mean w)
         mean_w = s1 / S                    # in units of exp(m)
         var_w = np.maximum(s2 / S - mean_w ** 2, 0.0)
         out.log_px[i:i + n] = m + np.log(mean_w)

@@ -2,10 +2,9 @@ r"""Diagonal Gaussians: the encoder's posterior $q(z \mid x) = \mathcal N(\mu, \
 
 The encoder outputs $\mu$ and ``log_var`` $= \log \sigma^2$ (never $\sigma$, never
 $\log\sigma$). One helper, :func:`std`, turns ``log_var`` into $\sigma$ for the
-sampler and the densities; the KLs need $\sigma^2 - 1$, which they compute as
-``expm1(log_var)`` for accuracy (the tests check both readings agree:
-samples drawn through :func:`std` have variance $e^{\text{log\_var}}$, and the
-closed-form KL matches a Monte Carlo KL through the sampler).
+sampler and the densities (the tests check both readings agree: samples drawn
+through :func:`std` have variance $e^{\text{log\_var}}$, and the closed-form KL
+matches a Monte Carlo KL through the sampler).
 
 * reparameterization $z = \mu + \sigma \odot \epsilon$, $\epsilon \sim \mathcal N(0, I)$ passed in
   (lesson 3);
@@ -84,94 +83,100 @@ def reparameterize_forward(mu: np.ndarray, log_var: np.ndarray, eps: np.ndarray)
 
 
 def reparameterize_backward(dz: np.ndarray, cache: ReparamCache):
-    r"""$\bar\mu = \sum_s \bar z_s$, $\ \overline{\log\sigma^2} = \sum_s \bar z_s \odot \epsilon_s \odot \sigma / 2$.
+    r"""The gradients of $L$ to mu, log_var and eps, given $\bar z = \partial L / \partial z$.
 
-    dz of eps's shape -> dmu (N, K), dlog_var (N, K), deps (eps's shape).
-    ($\partial\sigma/\partial\log\sigma^2 = \sigma/2$.)
+    dz of eps's shape, (N, K) or (S, N, K) -> dmu (N, K), dlog_var (N, K), deps (eps's
+    shape). With S samples, each of mu and log_var feeds every sample's z.
     """
     ### BEGIN SOLUTION task_reparam
+    # z_s = mu + sigma * eps_s with sigma = exp(log_var / 2), so dz_s/dmu = 1,
+    # dz_s/dlog_var = eps_s * sigma / 2 and dz_s/deps_s = sigma; mu and log_var feed every sample
     lead = tuple(range(dz.ndim - 2))  # the sample axis, if any
     dmu = dz.sum(axis=lead)
     dlog_var = (dz * cache.eps).sum(axis=lead) * (0.5 * cache.sigma)
-    return dmu, dlog_var, dz * cache.sigma
+    deps = dz * cache.sigma
     ### END SOLUTION
+    return dmu, dlog_var, deps
 
 
 class KLCache(NamedTuple):
-    mu: np.ndarray          # (N, K)
-    var_m1: np.ndarray      # (N, K)  sigma^2 - 1
+    mu: np.ndarray          # (..., K)  the inputs of the forward pass
+    log_var: np.ndarray     # (..., K)
 
 
 def kl_std_normal_forward(mu: np.ndarray, log_var: np.ndarray):
-    r"""$\mathrm{KL}(\mathcal N(\mu, \sigma^2) \| \mathcal N(0, I)) = \tfrac12 \sum_k (\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$.
+    r"""$\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2) \,\|\, \mathcal N(0, I))$ in closed form, in nats.
 
-    mu, log_var (N, K) -> kl (N,), in nats. $\sigma^2 - 1$ is computed as
-    ``expm1(log_var)``: with $\sigma^2$ first and 1 subtracted after, rounding
-    near $\sigma^2 = 1$ could make the KL slightly negative; $e^v - 1 - v \ge 0$
-    holds for the rounded values too.
+    mu, log_var (..., K) -> kl (...,), summed over the last axis, and a KLCache. Never
+    negative, also after rounding; exactly 0 at mu = 0, log_var = 0.
     """
     ### BEGIN SOLUTION task_kl
-    var_m1 = np.expm1(log_var)  # (N, K)  sigma^2 - 1
-    kl = 0.5 * np.sum(mu * mu + (var_m1 - log_var), axis=-1)  # (N,)
-    return kl, KLCache(mu, var_m1)
+    # KL = E_q[log q - log p] = 1/2 sum_k (mu_k^2 + sigma_k^2 - 1 - log sigma_k^2). sigma^2 - 1 comes from
+    # expm1(log_var): with sigma^2 first and 1 subtracted after, rounding near sigma^2 = 1 could make the
+    # KL slightly negative, while e^v - 1 - v >= 0 holds for the rounded values too.
+    var_m1 = np.expm1(log_var)  # (..., K)  sigma^2 - 1
+    kl = 0.5 * np.sum(mu * mu + (var_m1 - log_var), axis=-1)  # (...,)
     ### END SOLUTION
+    return kl, KLCache(mu, log_var)
 
 
 def kl_std_normal_backward(dkl: np.ndarray, cache: KLCache):
-    r"""$\bar\mu = \overline{\mathrm{KL}}\,\mu$, $\ \overline{\log\sigma^2} = \overline{\mathrm{KL}}\,(\sigma^2 - 1)/2$.
+    r"""The gradients of $L$ to mu and log_var, given $\overline{\mathrm{KL}} = \partial L / \partial \mathrm{KL}$.
 
-    dkl (N,) -> dmu (N, K), dlog_var (N, K).
+    dkl (...,), one value per KL -> dmu (..., K), dlog_var (..., K), for any leading shape.
     """
     ### BEGIN SOLUTION task_kl
-    d = dkl[..., None]  # (N, 1)
-    return d * cache.mu, d * 0.5 * cache.var_m1
+    # dKL/dmu_k = mu_k and dKL/dlog sigma_k^2 = (sigma_k^2 - 1) / 2
+    d = dkl[..., None]  # (..., 1): one factor per KL value
+    dmu = d * cache.mu
+    dlog_var = d * 0.5 * np.expm1(cache.log_var)
     ### END SOLUTION
+    return dmu, dlog_var
 
 
 class KLDiagCache(NamedTuple):
-    diff: np.ndarray       # (N, K)  mu_q - mu_p
-    ratio_m1: np.ndarray   # (N, K)  sigma_q^2 / sigma_p^2 - 1
-    inv_var_p: np.ndarray  # (N, K)  1 / sigma_p^2
+    mu_q: np.ndarray        # (..., K)  the inputs of the forward pass
+    log_var_q: np.ndarray
+    mu_p: np.ndarray
+    log_var_p: np.ndarray
 
 
 def kl_diag_forward(mu_q, log_var_q, mu_p, log_var_p):
-    r"""$\mathrm{KL}(\mathcal N(\mu_q, \sigma_q^2) \| \mathcal N(\mu_p, \sigma_p^2))
-    = \tfrac12 \sum_k \big(\log\sigma_{p,k}^2 - \log\sigma_{q,k}^2
-    + (\sigma_{q,k}^2 + (\mu_{q,k} - \mu_{p,k})^2) / \sigma_{p,k}^2 - 1\big)$.
+    r"""$\mathrm{KL}(\mathcal N(\mu_q, \mathrm{diag}\,\sigma_q^2) \,\|\, \mathcal N(\mu_p, \mathrm{diag}\,\sigma_p^2))$ in closed form, in nats.
 
-    All four (N, K) (broadcastable) -> kl (N,). Written with
-    $\delta = \log\sigma_q^2 - \log\sigma_p^2$ as
-    $\tfrac12\sum_k (e^{\delta_k} - 1 - \delta_k + (\mu_{q,k}-\mu_{p,k})^2/\sigma_{p,k}^2)$, so that
-    KL(q, q) is exactly 0 and rounding never makes it negative. With $\mu_p = 0$,
-    $\log\sigma_p^2 = 0$ it equals :func:`kl_std_normal_forward`.
+    All four (..., K) (broadcastable) -> kl (...,), summed over the last axis, and a
+    KLDiagCache. Exactly 0 when q = p and never negative, also after rounding; with
+    $\mu_p = 0$, $\log\sigma_p^2 = 0$ it equals :func:`kl_std_normal_forward`.
     """
     ### BEGIN SOLUTION task_kl
+    # KL = 1/2 sum_k (log sigma_p^2 - log sigma_q^2 + (sigma_q^2 + (mu_q - mu_p)^2) / sigma_p^2 - 1),
+    # written with delta = log sigma_q^2 - log sigma_p^2 as 1/2 sum_k (e^delta - 1 - delta + diff^2 / sigma_p^2):
+    # KL(q, q) is then exactly 0, and rounding never makes it negative
     diff = mu_q - mu_p
     delta = log_var_q - log_var_p
-    ratio_m1 = np.expm1(delta)  # sigma_q^2 / sigma_p^2 - 1
-    inv_var_p = np.square(std(-np.asarray(log_var_p)))
-    kl = 0.5 * np.sum(ratio_m1 - delta + diff * diff * inv_var_p, axis=-1)
-    return kl, KLDiagCache(diff, ratio_m1, inv_var_p)
+    kl = 0.5 * np.sum(np.expm1(delta) - delta + diff * diff * np.exp(-np.asarray(log_var_p)), axis=-1)
     ### END SOLUTION
+    return kl, KLDiagCache(mu_q, log_var_q, mu_p, log_var_p)
 
 
 def kl_diag_backward(dkl: np.ndarray, cache: KLDiagCache):
-    r"""Gradients to both sides' parameters.
+    r"""The gradients of $L$ to both sides' parameters, given $\overline{\mathrm{KL}}$.
 
-    $\bar\mu_q = -\bar\mu_p = \overline{\mathrm{KL}}\, (\mu_q - \mu_p)/\sigma_p^2$,
-    $\overline{\log\sigma_q^2} = \overline{\mathrm{KL}}\, \tfrac12(\sigma_q^2/\sigma_p^2 - 1)$,
-    $\overline{\log\sigma_p^2} = \overline{\mathrm{KL}}\, \tfrac12(1 - (\sigma_q^2 + (\mu_q-\mu_p)^2)/\sigma_p^2)$.
-
-    dkl (N,) -> dmu_q, dlog_var_q, dmu_p, dlog_var_p, each (N, K) (not reduced
-    over broadcast axes).
+    dkl (...,) -> dmu_q, dlog_var_q, dmu_p, dlog_var_p, each of the broadcast shape
+    (..., K) (not reduced over broadcast axes: a caller that broadcast an input sums).
     """
     ### BEGIN SOLUTION task_kl
-    d = dkl[..., None]  # (N, 1)
-    dmu_q = d * cache.diff * cache.inv_var_p
-    dlv_q = d * 0.5 * cache.ratio_m1
-    dlv_p = -d * 0.5 * (cache.ratio_m1 + cache.diff * cache.diff * cache.inv_var_p)
-    return dmu_q, dlv_q, -dmu_q, dlv_p
+    # d/dmu_q = -d/dmu_p = (mu_q - mu_p) / sigma_p^2, d/dlog sigma_q^2 = (sigma_q^2 / sigma_p^2 - 1) / 2,
+    # d/dlog sigma_p^2 = (1 - (sigma_q^2 + (mu_q - mu_p)^2) / sigma_p^2) / 2
+    d = dkl[..., None]  # (..., 1)
+    diff = cache.mu_q - cache.mu_p
+    ratio_m1 = np.expm1(cache.log_var_q - cache.log_var_p)  # sigma_q^2 / sigma_p^2 - 1
+    inv_var_p = np.exp(-np.asarray(cache.log_var_p))
+    dmu_q = d * diff * inv_var_p
+    dlv_q = d * 0.5 * ratio_m1
+    dlv_p = -d * 0.5 * (ratio_m1 + diff * diff * inv_var_p)
     ### END SOLUTION
+    return dmu_q, dlv_q, -dmu_q, dlv_p
 
 
 class LogDensityCache(NamedTuple):

@@ -17,11 +17,12 @@ lessons and students alike (every lesson on a backward pass ends with one).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["numerical_gradient", "rel_error", "check_backward", "check_params"]
+__all__ = ["numerical_gradient", "rel_error", "Comparison", "compare_backward", "check_backward", "check_params",
+           "show", "mismatch"]
 
 
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -58,24 +59,33 @@ def rel_error(a: np.ndarray, n: np.ndarray) -> float:
     return 0.0 if scale == 0.0 else float(np.linalg.norm(a - n) / scale)
 
 
-def check_backward(
+class Comparison(NamedTuple):
+    """One input's gradient: the backward's, the central differences', their relative error."""
+    index: int              # the input's position in forward's arguments
+    analytic: np.ndarray
+    numerical: np.ndarray
+    error: float
+
+
+def compare_backward(
     forward: Callable[..., tuple],
     backward: Callable[..., tuple],
     inputs: Sequence[np.ndarray],
     rng: np.random.Generator,
     wrt: Sequence[int] | None = None,
     h: float = 1e-6,
-) -> list[float]:
-    r"""Check ``backward`` against finite differences with a random upstream gradient.
+) -> list[Comparison]:
+    r"""Compare ``backward`` with finite differences with a random upstream gradient.
 
     ``forward(*inputs) -> (y, cache)`` and ``backward(dy, cache) -> grads`` with
     one gradient per input, in order (``None`` for a non-differentiable input).
     With a random $\bar y$ the scalar $L = \sum \bar y \odot y$ has
     $\partial L / \partial x = $ backward($\bar y$), so every entry of every
     Jacobian-vector product is exercised. ``y`` may be an array or a tuple of
-    arrays (then ``dy`` is a tuple too). Returns one relative error per checked
+    arrays (then ``dy`` is a tuple too). Returns one :class:`Comparison` per checked
     input (``wrt`` selects them, default all). The inputs are float64 copies;
-    the caller's arrays are never touched.
+    the caller's arrays are never touched. A backward gradient of the wrong shape
+    gets an error of ``inf`` (and is returned as it came).
     """
     xs = [np.array(x, dtype=np.float64) for x in inputs]
     y, cache = forward(*xs)
@@ -91,10 +101,25 @@ def check_backward(
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) != len(xs):
         raise ValueError(f"backward returned {len(grads)} gradients for {len(xs)} inputs")
-    errors = []
+    out = []
     for i in (range(len(xs)) if wrt is None else wrt):
-        errors.append(rel_error(grads[i], numerical_gradient(loss, xs[i], h)))
-    return errors
+        numerical = numerical_gradient(loss, xs[i], h)
+        analytic = np.asarray(grads[i]) if grads[i] is not None else np.full(xs[i].shape, np.nan)
+        error = rel_error(analytic, numerical) if analytic.shape == numerical.shape else float("inf")
+        out.append(Comparison(i, analytic, numerical, error))
+    return out
+
+
+def check_backward(
+    forward: Callable[..., tuple],
+    backward: Callable[..., tuple],
+    inputs: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    wrt: Sequence[int] | None = None,
+    h: float = 1e-6,
+) -> list[float]:
+    """:func:`compare_backward`'s relative errors alone, one per checked input."""
+    return [c.error for c in compare_backward(forward, backward, inputs, rng, wrt, h)]
 
 
 def check_params(
@@ -111,3 +136,37 @@ def check_params(
     if missing:
         raise KeyError(f"params and grads have different keys: {sorted(missing)}")
     return {k: rel_error(grads[k], numerical_gradient(loss, params[k], h)) for k in params}
+
+
+def show(a, n: int = 6) -> str:
+    """A short, readable rendering of an array: its first ``n`` values and its shape."""
+    a = np.asarray(a)
+    if a.ndim == 0:
+        return f"{a.item():.10g}" if a.dtype.kind in "fc" else str(a.item())
+    flat = a.ravel()
+    values = ", ".join(f"{float(v):.6g}" for v in flat[:n]) + (", ..." if flat.size > n else "")
+    return f"[{values}] (shape {a.shape})"
+
+
+def mismatch(got, expected, rtol: float = 1e-12, atol: float = 0.0, dtype: bool = False) -> str | None:
+    """None when ``got`` equals ``expected`` within ``rtol``/``atol`` (same shape, NaN and inf
+    where expected has them, and with ``dtype`` the same dtype); else one line saying how
+    they differ: both in brief, and the worst entry's expected and obtained values."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.shape != expected.shape:
+        return f"shape {got.shape}, expected {expected.shape}"
+    if dtype and got.dtype != expected.dtype:
+        return f"dtype {got.dtype}, expected {expected.dtype}"
+    if got.dtype.kind not in "biufc" or expected.dtype.kind not in "biufc":
+        return None if np.array_equal(got, expected) else f"{show(got)}, expected {show(expected)}"
+    g, e = got.astype(np.float64), expected.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        excess = np.abs(g - e) - (atol + rtol * np.abs(e))                          # > 0 where too far
+    special = ~np.isfinite(e) | ~np.isfinite(g)
+    excess = np.where(special, np.where((g == e) | (np.isnan(g) & np.isnan(e)), -1.0, np.inf), excess)
+    if not np.any(excess > 0):
+        return None
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
+    return (f"expected {show(expected)}, got {show(got)}; the largest difference, at index "
+            f"{tuple(int(i) for i in worst)}: expected {e[worst]:.10g}, got {g[worst]:.10g} "
+            f"(tolerance rtol={rtol:g}, atol={atol:g})")

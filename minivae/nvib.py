@@ -376,8 +376,7 @@ def draw_noise(rng: np.random.Generator, N: int, n: int, K: int, dtype=np.float6
 
 class NVIBCache(NamedTuple):
     train: bool
-    sigma: np.ndarray | None       # (N, n, K) std of the n vectors (training)
-    eps: np.ndarray | None         # (N, n, K) their Gaussian noise (training)
+    reparam: gaussian.ReparamCache | None  # of the n vectors' samples, flattened to (N*n, K) (training)
     var: np.ndarray | None         # (N, n, K) their variances (evaluation)
     dirichlet: DirichletCache | None
     pi: np.ndarray                 # (N, n+1)
@@ -426,11 +425,12 @@ def nvib_forward(mu: np.ndarray, log_var: np.ndarray, log_alpha: np.ndarray,
         if tuple(a.shape for a in noise) != want:
             raise ValueError(f"noise must have shapes {want} (prior component included), "
                              f"got {tuple(a.shape for a in noise)}")
-        sigma = gaussian.std(log_var)                                        # (N, n, K)
-        eps = noise.eps[:, 1:]                                               # (N, n, K)
-        z = np.concatenate([noise.eps[:, :1], mu + sigma * eps], axis=1)     # (N, n+1, K)
+        flat = (N * n, K)  # the reparameterization of lesson 3, one row per vector
+        z_n, reparam = gaussian.reparameterize_forward(mu.reshape(flat), log_var.reshape(flat),
+                                                       noise.eps[:, 1:].reshape(flat))       # (N*n, K)
+        z = np.concatenate([noise.eps[:, :1], z_n.reshape(N, n, K)], axis=1)               # (N, n+1, K)
         pi, dcache = dirichlet_sample_forward(log_alpha_all, noise.gamma_eps, noise.unif)
-        return (z, np.zeros_like(z), pi), NVIBCache(True, sigma, eps, None, dcache, pi, None)
+        return (z, np.zeros_like(z), pi), NVIBCache(True, reparam, None, dcache, pi, None)
     var = np.exp(log_var)                                                    # (N, n, K)
     z = np.concatenate([np.zeros((N, 1, K), mu.dtype), mu], axis=1)          # (N, n+1, K)
     var_all = np.concatenate([np.ones((N, 1, K), mu.dtype), var], axis=1)    # (N, n+1, K)
@@ -439,13 +439,14 @@ def nvib_forward(mu: np.ndarray, log_var: np.ndarray, log_alpha: np.ndarray,
     kept[:, 0] = True                                                        # the prior always stays
     pi = np.where(kept, alpha, 0.0)
     pi = pi / pi.sum(axis=1, keepdims=True)                                  # (N, n+1)
-    return (z, var_all, pi), NVIBCache(False, None, None, var, None, pi, kept)
+    return (z, var_all, pi), NVIBCache(False, None, var, None, pi, kept)
 
 
 def nvib_backward(dout: tuple, cache: NVIBCache):
     r"""(dz, dvar, dpi) -> dmu, dlog_var (N, n, K), dlog_alpha (N, n). The noise is held fixed.
 
-    Training: $\bar\mu = \bar z$, $\overline{\log\sigma^2} = \bar z\,\epsilon\,\sigma/2$ (:mod:`minivae.gaussian`),
+    Training: $\bar\mu$, $\overline{\log\sigma^2}$ through the reparameterization
+    (:func:`minivae.gaussian.reparameterize_backward`),
     and $\overline{\log\alpha}$ from :func:`dirichlet_sample_backward`; the returned variances are
     the constant 0. Evaluation: $\bar\mu = \bar z$, $\overline{\log\sigma^2} = \overline{\sigma^2}\,\sigma^2$ and,
     for $\pi_i = \alpha_i [\alpha_i \ge \tau] / \sum_j \alpha_j[\alpha_j \ge \tau]$,
@@ -454,8 +455,9 @@ def nvib_backward(dout: tuple, cache: NVIBCache):
     """
     dz, dvar, dpi = dout
     if cache.train:
-        dmu = dz[:, 1:]
-        dlog_var = dz[:, 1:] * cache.eps * (0.5 * cache.sigma)
+        shape = dz[:, 1:].shape                                              # (N, n, K)
+        dmu, dlog_var, _ = gaussian.reparameterize_backward(dz[:, 1:].reshape(-1, shape[-1]), cache.reparam)
+        dmu, dlog_var = dmu.reshape(shape), dlog_var.reshape(shape)
         dlog_alpha = dirichlet_sample_backward(dpi, cache.dirichlet)[0]
     else:
         dmu = dz[:, 1:]
@@ -467,8 +469,7 @@ def nvib_backward(dout: tuple, cache: NVIBCache):
 # ---------------------------------------------------------------- the two KL terms
 
 class KLGaussWCache(NamedTuple):
-    mu: np.ndarray       # (N, n, K)
-    var_m1: np.ndarray   # (N, n, K)  sigma^2 - 1
+    each: gaussian.KLCache  # of the components' KLs to N(0, I)
     kl_each: np.ndarray  # (N, n)     KL of each component to N(0, I)
     weight: np.ndarray   # (N, n)     alpha_i / sum_j alpha_j (prior's alpha0 included)
     kl: np.ndarray       # (N,)
@@ -480,15 +481,15 @@ def kl_gaussian_weighted_forward(mu: np.ndarray, log_var: np.ndarray, log_alpha:
     $A = \alpha_0 + \sum_{j=1}^n\alpha_j$.
 
     Each component's KL is weighted by its expected mixture weight $\mathbb E[\pi_i] = \alpha_i/A$ (the
-    prior component's own KL is 0). Per component the closed form of lesson 2,
-    $\tfrac12\sum_k(\mu_k^2 + \sigma_k^2 - 1 - \log\sigma_k^2)$. mu, log_var (N, n, K), log_alpha (N, n) -> kl (N,).
+    prior component's own KL is 0). Per component the closed form of lesson 2
+    (:func:`minivae.gaussian.kl_std_normal_forward`). mu, log_var (N, n, K), log_alpha (N, n) -> kl (N,).
     """
     mu, log_var, log_alpha = _check_layer(mu, log_var, log_alpha)
     kl_each, kcache = gaussian.kl_std_normal_forward(mu, log_var)           # (N, n)
     alpha = np.exp(log_alpha)
     weight = alpha / (alpha0 + alpha.sum(axis=1, keepdims=True))             # (N, n)
     kl = np.sum(weight * kl_each, axis=1)                                    # (N,)
-    return kl, KLGaussWCache(kcache.mu, kcache.var_m1, kl_each, weight, kl)
+    return kl, KLGaussWCache(kcache, kl_each, weight, kl)
 
 
 def kl_gaussian_weighted_backward(dkl: np.ndarray, cache: KLGaussWCache):
@@ -496,7 +497,7 @@ def kl_gaussian_weighted_backward(dkl: np.ndarray, cache: KLGaussWCache):
     $\partial\mathrm{KL}/\partial\log\alpha_i = \frac{\alpha_i}{A}(\mathrm{KL}_i - \mathrm{KL})$ (the weights' softmax-like Jacobian).
     dkl (N,) -> dmu, dlog_var (N, n, K), dlog_alpha (N, n)."""
     d_each = dkl[:, None] * cache.weight                                      # (N, n)
-    dmu, dlog_var = gaussian.kl_std_normal_backward(d_each, gaussian.KLCache(cache.mu, cache.var_m1))
+    dmu, dlog_var = gaussian.kl_std_normal_backward(d_each, cache.each)
     dlog_alpha = dkl[:, None] * cache.weight * (cache.kl_each - cache.kl[:, None])
     return dmu, dlog_var, dlog_alpha
 

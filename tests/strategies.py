@@ -57,6 +57,18 @@ def data_for(draw, likelihood: str, shape, dtype=np.float64, bound: float = 1e3)
     return draw(finite_arrays(shape, dtype, bound))
 
 
+def sample_data(likelihood: str, rng: np.random.Generator, n: int = 3, d: int = 4) -> np.ndarray:
+    """Data x (n, d) for the likelihood, drawn with ``rng``: binary for bernoulli (the first row
+    grey levels, which it allows), counts for categorical, standard normal otherwise."""
+    if likelihood == "bernoulli":
+        x = (rng.random((n, d)) < 0.5).astype(np.float64)
+        x[0] = rng.random(d)
+        return x
+    if likelihood == "categorical":
+        return rng.multinomial(5, np.full(d, 1 / d), size=n).astype(np.float64)  # counts
+    return rng.standard_normal((n, d))
+
+
 def assert_one_line(message, *fragments: str) -> str:
     """``message`` (a string, or a ``pytest.raises`` result) is one line, with no line break
     of any kind (as ``str.splitlines`` counts them), and holds every fragment; returns it."""

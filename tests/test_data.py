@@ -454,7 +454,7 @@ def with_bad(value, cells):
         (np.array([[0, 255]], dtype=np.uint8), "bernoulli", ["[0, 255]"]),
         (np.array([[1.0, -2.0]]), "categorical", ["-2", "categorical"]),
         (np.array([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]), "categorical", ["2 rows", "row 1"]),
-        (np.zeros((2, 2)), "poisson", ["poisson", "bernoulli", "categorical"]),
+        (np.zeros((2, 2)), "no-such-likelihood", ["no-such-likelihood", "bernoulli", "categorical"]),
     ],
 )
 def test_validate_data_rejects(x, likelihood, fragments):

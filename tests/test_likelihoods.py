@@ -15,11 +15,17 @@ from minivae.likelihoods import (
 )
 from minivae.nn import sigmoid
 
-from strategies import data_for, dtypes, finite_arrays, shapes_2d, small_dim
+from checks import assert_backward, assert_close
+from strategies import data_for, dtypes, finite_arrays, sample_data, shapes_2d, small_dim
 
 N, D = 3, 4
 SIGMA = 0.7  # the fixed scale of the gaussian and laplace likelihoods in these tests
 TOL = 1e-7
+
+def marked(names):
+    """The likelihood names as pytest parameters, bernoulli marked as its assignment task."""
+    return [pytest.param(n, marks=pytest.mark.task_bernoulli) if n == "bernoulli" else n for n in names]
+
 
 #: name -> (forward(x, out), backward, params per data dimension)
 OPS = {
@@ -29,16 +35,6 @@ OPS = {
     "laplace": (lambda x, out: laplace_forward(x, out, SIGMA), laplace_backward, 1),
     "categorical": (categorical_forward, categorical_backward, 1),
 }
-
-
-def sample_data(name: str, rng: np.random.Generator, n: int = N, d: int = D) -> np.ndarray:
-    if name == "bernoulli":
-        x = (rng.random((n, d)) < 0.5).astype(np.float64)
-        x[0] = rng.random(d)  # fractional targets (grey pixels) are allowed too
-        return x
-    if name == "categorical":
-        return rng.multinomial(5, np.full(d, 1 / d), size=n).astype(np.float64)  # counts
-    return rng.standard_normal((n, d))
 
 
 def sample_out(name: str, x: np.ndarray, lead: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -53,14 +49,14 @@ def sample_out(name: str, x: np.ndarray, lead: tuple, rng: np.random.Generator) 
 
 # ---------------------------------------------------------------- gradient checks
 @pytest.mark.parametrize("lead", [(), (2,)], ids=["N,P", "S,N,P"])
-@pytest.mark.parametrize("name", list(OPS))
+@pytest.mark.parametrize("name", marked(OPS))
 def test_likelihood_backward_gradcheck(name, lead):
     forward, backward, _ = OPS[name]
     rng = np.random.default_rng(17 * list(OPS).index(name) + len(lead))
     x = sample_data(name, rng)
     out = sample_out(name, x, lead, rng)
-    errors = check_backward(lambda o: forward(x, o), backward, [out], rng)
-    assert errors[0] <= TOL
+    assert_backward(lambda o: forward(x, o), lambda d, c: (backward(d, c),), {"out": out}, rng,
+                    f"{backward.__name__}, x {x.shape}, decoder output {out.shape}")
 
 
 def test_backward_names_cover_the_registry():
@@ -70,7 +66,7 @@ def test_backward_names_cover_the_registry():
         assert lik.backward is OPS[name][1] and lik.params_per_dim == OPS[name][2]
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", marked(LIKELIHOODS))
 def test_registry_forward_is_the_module_function_with_the_scale(name):
     rng = np.random.default_rng(3)
     x = sample_data(name, rng)
@@ -83,14 +79,13 @@ def test_registry_forward_is_the_module_function_with_the_scale(name):
 
 def test_get_likelihood_rejects_unknown_names_and_bad_scales():
     with pytest.raises(ValueError) as info:
-        get_likelihood("poisson")
+        get_likelihood("no-such-likelihood")
     assert all(name in str(info.value) for name in LIKELIHOODS)
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="scale"):
             get_likelihood("gaussian", bad)
 
 
-@pytest.mark.task_bernoulli
 def test_likelihood_means():
     rng = np.random.default_rng(4)
     out = rng.standard_normal((2, N, D))
@@ -105,12 +100,17 @@ def test_likelihood_means():
 
 # ---------------------------------------------------------------- closed forms
 @pytest.mark.task_bernoulli
-def test_bernoulli_matches_naive_formula_for_moderate_logits():
-    rng = np.random.default_rng(5)
-    x, logits = sample_data("bernoulli", rng), rng.uniform(-8, 8, (2, N, D))
-    s = 1 / (1 + np.exp(-logits))
-    naive = np.sum(x * np.log(s) + (1 - x) * np.log(1 - s), axis=-1)
-    np.testing.assert_allclose(bernoulli_forward(x, logits)[0], naive, rtol=1e-12)
+def test_bernoulli_values_worked_out_by_hand():
+    """Three images of four pixels, their log-likelihoods computed to 30 digits from the definition."""
+    x = np.array([[1, 0, 1, 0.25], [0, 1, 0, 1], [0.5, 0.5, 1, 0]])
+    logits = np.array([[0, 2, -3, 1], [-1.5, 0.5, 4, -0.25], [10, -10, 20, -20]], dtype=np.float64)
+    assert_close(bernoulli_forward(x, logits)[0], [-6.931924230694882, -5.5195796099595125, -10.000090801920742],
+                 f"bernoulli_forward, x = {x.tolist()}, logits = {logits.tolist()}", "log p(x | logits)",
+                 rtol=1e-13)
+    # the same three images under two decoder outputs at once: logits (S = 2, N, D)
+    both = bernoulli_forward(x, np.stack([logits, logits]))[0]
+    assert_close(both, np.tile([-6.931924230694882, -5.5195796099595125, -10.000090801920742], (2, 1)),
+                 "the same logits twice along a leading sample axis", "log p(x | logits)", rtol=1e-13)
 
 
 @pytest.mark.task_bernoulli
@@ -118,8 +118,10 @@ def test_bernoulli_probabilities_of_0_and_1_sum_to_one():
     logits = np.linspace(-30, 30, 61)[:, None]  # (N, 1): D = 1
     p0 = np.exp(bernoulli_forward(np.zeros_like(logits), logits)[0])
     p1 = np.exp(bernoulli_forward(np.ones_like(logits), logits)[0])
-    np.testing.assert_allclose(p0 + p1, 1.0, rtol=1e-14)
-    np.testing.assert_allclose(p1, sigmoid(logits[:, 0]), rtol=1e-12, atol=1e-16)
+    case = "one pixel, logits from -30 to 30"
+    assert_close(p0 + p1, np.ones(61), case, "p(x = 0) + p(x = 1)", rtol=1e-14)
+    assert_close(p1, sigmoid(logits[:, 0]), case, "p(x = 1), the pixel's probability sigmoid(logit)",
+                 rtol=1e-12, atol=1e-16)
 
 
 @pytest.mark.parametrize("name,loc", [("gaussian", 0.0), ("gaussian", 1.3), ("laplace", 0.0), ("laplace", -0.4)])
@@ -208,7 +210,7 @@ def extreme_case(draw, name):
     return x, out, dlogp
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", marked(LIKELIHOODS))
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_finite_dtype_shape_and_pure_for_extreme_inputs(name, data):
@@ -218,19 +220,24 @@ def test_finite_dtype_shape_and_pure_for_extreme_inputs(name, data):
     x, out, dlogp = data.draw(extreme_case(name))
     forward, backward, _ = OPS[name]
     x0, out0, dlogp0 = x.copy(), out.copy(), dlogp.copy()
+    case = f"{name}, {out.dtype} decoder output {out.shape} with entries up to {np.abs(out).max():.3g}"
     with np.errstate(over="raise", invalid="raise", divide="raise"):
-        logp, cache = forward(x, out)
-        cache0 = [np.array(a, copy=True) for a in cache]
-        dout = backward(dlogp, cache)
-    assert logp.shape == out.shape[:-1] and logp.dtype == out.dtype
-    assert dout.shape == out.shape and dout.dtype == out.dtype
-    assert np.all(np.isfinite(logp)) and np.all(np.isfinite(dout))
-    assert np.array_equal(x, x0) and np.array_equal(out, out0) and np.array_equal(dlogp, dlogp0)
-    assert all(np.array_equal(a, a0) for a, a0 in zip(cache, cache0))
+        try:
+            logp, cache = forward(x, out)
+            cache0 = [np.array(a, copy=True) for a in cache]
+            dout = backward(dlogp, cache)
+        except FloatingPointError as e:
+            raise AssertionError(f"{case}: {e} (an overflow, a log 0 or an invalid value)") from None
+    assert logp.shape == out.shape[:-1] and logp.dtype == out.dtype, f"{case}: log p is {logp.shape} {logp.dtype}"
+    assert dout.shape == out.shape and dout.dtype == out.dtype, f"{case}: the gradient is {dout.shape} {dout.dtype}"
+    assert np.all(np.isfinite(logp)), f"{case}: log p is not finite: {logp[~np.isfinite(logp)][:4]}"
+    assert np.all(np.isfinite(dout)), f"{case}: the gradient is not finite"
+    assert np.array_equal(x, x0) and np.array_equal(out, out0) and np.array_equal(dlogp, dlogp0), \
+        f"{case}: an input was changed"
+    assert all(np.array_equal(a, a0) for a, a0 in zip(cache, cache0)), f"{case}: the cache was changed"
 
 
-@pytest.mark.task_bernoulli
-@pytest.mark.parametrize("name", ["bernoulli", "categorical"])
+@pytest.mark.parametrize("name", marked(["bernoulli", "categorical"]))
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_log_probabilities_of_discrete_data_are_nonpositive(name, data):
@@ -241,10 +248,12 @@ def test_log_probabilities_of_discrete_data_are_nonpositive(name, data):
         x = np.round(x)  # binary: a mass; fractional targets are not probabilities
     if name == "categorical":
         x = np.eye(x.shape[-1], dtype=out.dtype)[np.argmax(x, axis=-1)]  # one-hot: a single draw
-    assert np.all(OPS[name][0](x, out)[0] <= 0)
+    logp = OPS[name][0](x, out)[0]
+    assert np.all(logp <= 0), f"{name}, decoder outputs up to {np.abs(out).max():.3g}: log-probabilities " \
+                              f"above 0: {logp[logp > 0][:4]}"
 
 
-@pytest.mark.parametrize("name", LIKELIHOODS)
+@pytest.mark.parametrize("name", marked(LIKELIHOODS))
 def test_outputs_broadcast_against_the_data_both_ways(name):
     """One decoder output for many data points (out (S, 1, P) against x (N, D)) gives what
     the explicitly repeated output gives: the in-place passes keep the broadcast shape."""
@@ -256,5 +265,6 @@ def test_outputs_broadcast_against_the_data_both_ways(name):
     dlogp = rng.standard_normal((2, 4))
     logp, cache = forward(x, out)
     logp_full, cache_full = forward(x, full)
-    np.testing.assert_allclose(logp, logp_full, rtol=1e-12)
-    np.testing.assert_allclose(backward(dlogp, cache), backward(dlogp, cache_full), rtol=1e-12)
+    case = f"{name}, decoder output (2, 1, P) broadcast against x (4, 3)"
+    assert_close(logp, logp_full, case, "log p (expected: that of the output repeated 4 times)", rtol=1e-12)
+    assert_close(backward(dlogp, cache), backward(dlogp, cache_full), case, "the gradient", rtol=1e-12)

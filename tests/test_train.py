@@ -74,7 +74,7 @@ def test_ctrl_c_inside_the_optimizer_step_still_resumes_bit_for_bit(tmp_path, mo
     from minivae import optim
     cfg = dataclasses.replace(SMALL, epochs=2)
     run(cfg, out=tmp_path / "whole")
-    real, calls = optim.adam_step, []
+    real, calls = optim.step, []
 
     def adam_then_sigint(*a, **kw):
         state = real(*a, **kw)
@@ -83,10 +83,10 @@ def test_ctrl_c_inside_the_optimizer_step_still_resumes_bit_for_bit(tmp_path, mo
             os.kill(os.getpid(), signal.SIGINT)  # lands after the update, before the bookkeeping
         return state
 
-    monkeypatch.setattr(optim, "adam_step", adam_then_sigint)
+    monkeypatch.setattr(optim, "step", adam_then_sigint)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, out=tmp_path / "cut")
-    monkeypatch.setattr(optim, "adam_step", real)
+    monkeypatch.setattr(optim, "step", real)
     assert load_run(tmp_path / "cut")[3].step == 3
     run(cfg, out=tmp_path / "cut", resume=True)
     np.testing.assert_array_equal(load_run(tmp_path / "whole")[1].flat, load_run(tmp_path / "cut")[1].flat)
@@ -222,7 +222,7 @@ def test_progress_on_a_terminal_redraws_one_line_with_rate_and_eta(tmp_path, mon
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(z_dim=0), "z-dim"), (dict(lr=-1.0), "lr"), (dict(epochs=0), "epochs"),
-    (dict(likelihood="poisson"), "bernoulli, gaussian"), (dict(batch_size=0), "batch-size"),
+    (dict(likelihood="no-such-likelihood"), "bernoulli, gaussian"), (dict(batch_size=0), "batch-size"),
     (dict(binarize="dynamic", likelihood="gaussian"), "bernoulli"),
     (dict(objective="iwae", beta=0.5), "iwae"), (dict(samples=0), "samples"), (dict(test_size=1), "test-size"),
 ])
@@ -260,8 +260,8 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     (["train", "--lr", "-0.1"], "positive number"),
     (["train", "--lr", "nan"], "positive number"),
     (["train", "--hidden", "400,x"], "positive integer"),
-    (["train", "--likelihood", "poisson"], "invalid choice"),
-    (["train", "--activation", "gelu"], "invalid choice"),
+    (["train", "--likelihood", "no-such-likelihood"], "invalid choice"),
+    (["train", "--activation", "no-such-activation"], "invalid choice"),
     (["train", "--resume"], "--resume needs --out"),
     (["evaluate", "--checkpoint", "/nonexistent/run"], "no checkpoint at"),
     (["sample"], "required"),
