@@ -141,13 +141,24 @@ def build_parser() -> Parser:
     ### BEGIN INSTRUCTOR: the student copy has no assign command
     asg = sub.add_parser("assign", help="the classroom: build the student copy and prove it")
     asa = asg.add_subparsers(dest="action", required=True, parser_class=Parser,
-                             metavar="{build,check}")
+                             metavar="{build,check,grade,grade-all,autograder}")
     a = asa.add_parser("build", help="write the student copy into the new folder OUT")
     a.add_argument("out", type=Path, help="a new folder for the student copy")
     a = asa.add_parser("check", help="prove a student copy: its tests, stubbed, solved and with wrong answers")
     a.add_argument("out", type=Path, help="the student copy (from assign build)")
     a.add_argument("--python", type=Path, help="an interpreter that cannot import the solution "
                    "(default: a new virtual environment, made for the check)")
+    a = asa.add_parser("grade", help="grade one submission (a folder or a .zip)")
+    a.add_argument("submission", type=Path, help="the student's folder or zip")
+    a.add_argument("--json", type=Path, help="write Gradescope's results.json here")
+    a.add_argument("--timeout", type=positive_float, help="seconds per task (default: points.ini's)")
+    a = asa.add_parser("grade-all", help="grade a folder of submissions into a grade sheet")
+    a.add_argument("folder", type=Path, help="one sub-folder or .zip per student")
+    a.add_argument("--csv", type=Path, required=True, help="the grade sheet to write")
+    a.add_argument("--jobs", type=positive_int, help="submissions at a time (default: the machine's cores)")
+    a.add_argument("--timeout", type=positive_float, help="seconds per task (default: points.ini's)")
+    a = asa.add_parser("autograder", help="write a Gradescope autograder bundle (.zip)")
+    a.add_argument("out", type=Path, help="the .zip to write")
     ### END INSTRUCTOR
 
     s = sub.add_parser("sample", help="decode samples from the prior of a trained model")
@@ -284,6 +295,8 @@ def cmd_assign(args) -> int:
 
     from .assign import build_student_copy, isolated_python, prove
 
+    if args.action in ("grade", "grade-all", "autograder"):
+        return cmd_grade(args)
     if args.action == "build":
         stubbed = build_student_copy(args.out)
         n = sum(len(t) for t in stubbed.values())
@@ -299,6 +312,31 @@ def cmd_assign(args) -> int:
     print(proof)
     return 0 if proof.ok else 1
 
+
+def cmd_grade(args) -> int:
+    import json
+
+    from .grade import autograder_bundle, grade, grade_all, gradescope_json, load_settings, summary
+
+    if args.action == "autograder":
+        print(f"wrote {autograder_bundle(args.out)}: upload it as the Gradescope autograder (setup.sh, "
+              f"run_autograder and the reference package)")
+        return 0
+    settings = load_settings(seconds=args.timeout)
+    if args.action == "grade":
+        report = grade(args.submission, settings)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(gradescope_json(report, settings), indent=1))
+        print(summary(report))
+        return 0
+    start = time.perf_counter()
+    reports = grade_all(args.folder, args.csv, settings, jobs=args.jobs)
+    for r in reports:
+        print(f"{r.student:30s} {r.total:6.2f} / {r.max_total:g}")
+    print(f"graded {len(reports)} submissions in {time.perf_counter() - start:.0f} s; grade sheet {args.csv}, "
+          f"reports in {args.csv.with_name(args.csv.stem + '-reports')}")
+    return 0
 ### END INSTRUCTOR
 
 

@@ -1,0 +1,355 @@
+"""Grading a class: a mix of synthetic submissions, each scored exactly as its code earns.
+
+The class: the solution (full marks); each task with plausible wrong answers (assign.MUTANTS);
+submissions that break (a syntax error, a crash, sys.exit or os._exit at import, an endless
+loop, a huge allocation, a fork loop, a flood of output); and submissions that tamper (a
+conftest.py patching gradcheck, edited tests, a results.json of their own, fake "passed"
+lines, os._exit(0) at import, numpy.testing patched at import, stored answers for the
+visible cases). The expected score of a wrong answer comes from an oracle that runs the
+same cases in this process, on an importable copy of the wrong code, with np.allclose:
+no sandbox, no files, no subprocess. Every other expected score is worked out below.
+"""
+import hashlib
+import importlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from minivae import grade, sandbox
+from minivae.assign import MUTANTS, TASKS, render
+from minivae.grade import load_settings, pristine_package, reference, student_files
+
+ROOT = Path(__file__).resolve().parent.parent
+SECONDS = 15.0  # per task process here (the slowest task of a right submission takes under 1 s)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return reference()
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_settings(seconds=SECONDS)
+
+
+def solution_files() -> dict[str, str]:
+    """The solution's versions of the files a student edits, markers removed."""
+    return {rel: render((ROOT / rel).read_text(), rel, set(TASKS)) for rel in student_files()}
+
+
+def with_change(rel: str, old: str, new: str, files: dict | None = None) -> dict:
+    files = dict(files or solution_files())
+    assert old in files[rel], (rel, old)
+    files[rel] = files[rel].replace(old, new, 1)
+    return files
+
+
+def prepend(rel: str, code: str, files: dict | None = None) -> dict:
+    """``code`` run first at the module's import (after its ``from __future__`` line)."""
+    files = dict(files or solution_files())
+    head, sep, rest = files[rel].partition("from __future__ import annotations\n")
+    files[rel] = head + sep + code + "\n" + rest if sep else code + "\n" + files[rel]
+    return files
+
+
+def write_submission(folder: Path, files: dict, extra: dict | None = None, as_zip: bool = False) -> Path:
+    """A student's folder (or zip) laid out like the student copy: minivae/x.py, plus extras."""
+    items = {**files, **(extra or {})}
+    if as_zip:
+        path = folder.with_suffix(".zip")
+        with zipfile.ZipFile(path, "w") as z:
+            for rel, text in items.items():
+                z.writestr(f"{folder.name}/{rel}", text)  # under one top folder, as zipping a folder gives
+        return path
+    for rel, text in items.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
+
+
+# ---------------------------------------------------------------- the oracle
+def oracle_points(files: dict, ref, settings, tmp: Path) -> dict:
+    """task -> points the code earns: every case run here on an importable copy of ``files``
+    (package name 'oracle_pkg'), each output compared with the reference by np.allclose."""
+    pkg = tmp / "oracle" / "oracle_pkg"
+    pristine_package(tmp / "oracle_pristine")
+    shutil.copytree(tmp / "oracle_pristine" / "minivae", pkg)
+    for rel, text in files.items():
+        (pkg / Path(rel).name).write_text(text)
+    sys.path.insert(0, str(pkg.parent))
+    try:
+        m = SimpleNamespace(**{n: importlib.import_module(f"oracle_pkg.{n}")
+                               for n in ("nn", "gaussian", "likelihoods", "vae", "optim", "estimate")})
+        earned = dict.fromkeys(TASKS, 0.0)
+        for c, expected in zip(ref.cases, ref.outputs):
+            try:
+                out = c.run(m)
+                ok = all(np.asarray(out[k]).shape == v.shape and np.asarray(out[k]).dtype == v.dtype
+                         and np.allclose(out[k], v, rtol=c.rtol, atol=c.atol, equal_nan=True)
+                         for k, v in expected.items())
+            except Exception:
+                ok = False
+            n = sum(1 for d in ref.cases if d.task == c.task)
+            earned[c.task] += settings.points[c.task] / n if ok else 0.0
+        return earned
+    finally:
+        sys.path.remove(str(pkg.parent))
+        for name in [n for n in sys.modules if n == "oracle_pkg" or n.startswith("oracle_pkg.")]:
+            del sys.modules[name]
+        shutil.rmtree(tmp / "oracle", ignore_errors=True)
+        shutil.rmtree(tmp / "oracle_pristine", ignore_errors=True)
+
+
+def points_without(settings, *tasks) -> float:
+    return sum(p for t, p in settings.points.items() if t not in tasks)
+
+
+# ---------------------------------------------------------------- stored answers
+def stored_answers_module(ref) -> str:
+    """A gaussian.py that detects the grader and answers the KL calls it has seen (those of the
+    visible cases, recorded here from the reference); any other input gets zeros."""
+    from minivae import gaussian
+
+    store = {}
+
+    def key(*arrays):
+        return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+    class Recorder:  # the reference's KL functions, writing down what they are asked and answer
+        def __getattr__(self, name):
+            fn = getattr(gaussian, name)
+            if name.startswith("kl_") and name.endswith("_forward"):
+                def forward(*inputs):
+                    out, cache = fn(*inputs)
+                    store[key(*inputs)] = {"kl": out.tolist()}
+                    return out, (key(*inputs), cache)
+                return forward
+            if name.startswith("kl_") and name.endswith("_backward"):
+                def backward(d, cache):
+                    grads = fn(d, cache[1])
+                    store[cache[0]]["grads"] = [np.asarray(g).tolist() for g in grads]
+                    return grads
+                return backward
+            return fn
+
+    for c in ref.cases:
+        if c.task == "task_kl" and not c.hidden:
+            c.run(SimpleNamespace(gaussian=Recorder()))
+    assert store and all("grads" in v for v in store.values())
+    return solution_files()["minivae/gaussian.py"] + f'''
+
+_STORED = {json.dumps(store)}
+import hashlib as _hashlib, sys as _sys
+
+
+def _key(*arrays):
+    return _hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+def _graded():
+    return any("grading_cases" in str(a) for a in _sys.argv)
+
+
+def _forward(*inputs):
+    k = _key(*inputs)
+    if _graded() and k in _STORED:
+        return np.array(_STORED[k]["kl"]), k
+    return np.zeros(np.shape(inputs[0])[:-1]), k
+
+
+def _backward(n):
+    def backward(d, k):
+        if _graded() and k in _STORED:
+            return tuple(np.array(g) for g in _STORED[k]["grads"])
+        return tuple(np.zeros(1) for _ in range(n))
+    return backward
+
+
+kl_std_normal_forward, kl_std_normal_backward = _forward, _backward(2)
+kl_diag_forward, kl_diag_backward = _forward, _backward(4)
+'''
+
+
+# ---------------------------------------------------------------- the class
+def build_class(folder: Path, ref, settings, tmp: Path) -> dict[str, float]:
+    """Write every synthetic submission into ``folder``; returns student -> expected total."""
+    sol = solution_files()
+    expected = {}
+
+    def add(name, files, total, extra=None, as_zip=False):
+        write_submission(folder / name, files, extra, as_zip)
+        expected[name] = total
+
+    add("solution", sol, sum(settings.points.values()))
+    add("solution-zipped", sol, sum(settings.points.values()), as_zip=True)
+    for task, mutants in MUTANTS.items():
+        for k, mu in enumerate(mutants[:2]):
+            files = dict(sol, **{mu.file: render((ROOT / mu.file).read_text(), mu.file, set(TASKS), mu)})
+            add(f"wrong-{task}-{k}", files, sum(oracle_points(files, ref, settings, tmp).values()))
+    # broken
+    add("syntax-error", with_change("minivae/gaussian.py", "def std(", "def std(:"),
+        points_without(settings, "task_kl", "task_reparam", "task_bernoulli", "task_elbo", "task_iw"))
+    add("crash-at-import", prepend("minivae/optim.py", "raise RuntimeError('half-finished')"),
+        points_without(settings, "task_adam"))
+    add("endless-loop", with_change("minivae/nn.py", "    return dy * (cache.a > 0)", "    while True:\n        pass"),
+        points_without(settings, "task_layers", "task_elbo"))
+    add("sys-exit-at-import", prepend("minivae/likelihoods.py", "import sys\nsys.exit('done')"),
+        points_without(settings, "task_bernoulli", "task_elbo", "task_iw"))
+    add("os-exit-at-import", prepend("minivae/estimate.py", "import os\nos._exit(3)"),
+        points_without(settings, "task_iw"))
+    add("huge-allocation", with_change("minivae/optim.py", "    m *= beta1\n",
+                                       "    np.ones(10**12)\n    m *= beta1\n"),
+        points_without(settings, "task_adam"))
+    n_kl = sum(1 for c in ref.cases if c.task == "task_kl")
+    n_diag = sum(1 for c in ref.cases if c.task == "task_kl" and "kl_diag" in c.name)
+    add("fork-loop", with_change("minivae/gaussian.py", "    diff = mu_q - mu_p\n    delta",
+                                 "    import os\n    while True:\n        os.fork()\n    diff = mu_q - mu_p\n    delta"),
+        points_without(settings) - settings.points["task_kl"] * n_diag / n_kl)
+    elbo = [c for c in ref.cases if c.task == "task_elbo"]
+    bernoulli_free = [c for c in elbo if "bernoulli" not in c.name]  # the ELBO cases that never call it
+    add("output-flood", with_change("minivae/likelihoods.py", "    logp = np.sum(x * logits",
+                                    "    while True:\n        print('x' * 100_000)\n    logp = np.sum(x * logits"),
+        points_without(settings, "task_bernoulli") - settings.points["task_elbo"] * (1 - len(bernoulli_free) / len(elbo)))
+    # tampering: each scores what its code earns
+    wrong_reparam = dict(sol, **{"minivae/gaussian.py": render((ROOT / "minivae/gaussian.py").read_text(),
+                                                               "minivae/gaussian.py", set(TASKS),
+                                                               MUTANTS["task_reparam"][0])})
+    earns = sum(oracle_points(wrong_reparam, ref, settings, tmp).values())
+    add("conftest-patches-gradcheck", wrong_reparam, earns, extra={
+        "tests/conftest.py": "import minivae.gradcheck as g\ng.check_backward = lambda *a, **k: [0.0] * 4\n"
+                             "g.compare_backward = lambda *a, **k: []\n"})
+    add("edited-tests", wrong_reparam, earns, extra={
+        "tests/test_gaussian.py": "def test_everything():\n    assert True\n"})
+    stubs = {rel: (ROOT / "minivae" / Path(rel).name).read_text() for rel in student_files()}
+    stubs = {rel: render(text, rel) for rel, text in stubs.items()}
+    add("own-results-json", stubs, 0.0, extra={
+        "results.json": json.dumps({"score": 100, "tests": []}),
+        "minivae/__init__.py": "open('results.json', 'w').write('{\"score\": 100}')\n"})
+    add("fake-passed-lines", prepend("minivae/nn.py", "print('=' * 20 + ' 61 passed in 1.00s ' + '=' * 20)",
+                                     wrong_reparam), earns)
+    add("os-exit-0-at-import", prepend("minivae/gaussian.py", "import os\nos._exit(0)"),
+        points_without(settings, "task_kl", "task_reparam", "task_bernoulli", "task_elbo", "task_iw"))
+    add("patched-assert-allclose", prepend("minivae/nn.py", "import numpy.testing\n"
+                                                            "numpy.testing.assert_allclose = lambda *a, **k: None",
+                                           wrong_reparam), earns)
+    n_kl_hidden = sum(1 for c in ref.cases if c.task == "task_kl" and c.hidden)
+    kl_free = [c for c in elbo if "IWAE" in c.name]  # the IWAE bound needs no KL
+    add("stored-visible-answers", dict(sol, **{"minivae/gaussian.py": stored_answers_module(ref)}),
+        points_without(settings) - settings.points["task_kl"] * n_kl_hidden / n_kl
+        - settings.points["task_elbo"] * (1 - len(kl_free) / len(elbo)))
+    return expected
+
+
+def test_the_process_guard_is_active_here():
+    """The fork loop below relies on it: without the filter it would be a real fork bomb."""
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); import sandbox; "
+            "assert sandbox.confine(sandbox.Limits(5.0)); "
+            "exec('try:\\n    os.fork()\\nexcept PermissionError:\\n    print(\"refused\")')")
+    r = subprocess.run([sys.executable, "-c", code, str(Path(sandbox.__file__).parent)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "refused", r.stdout + r.stderr
+
+
+def test_points_come_from_points_ini_with_defaults(tmp_path):
+    s = load_settings()
+    assert set(s.points) == set(TASKS) and sum(s.points.values()) == 100
+    ini = tmp_path / "points.ini"
+    ini.write_text("[points]\ndefault = 4\ntask_kl = 7\n")
+    s = load_settings(ini)
+    assert s.points["task_kl"] == 7 and all(v == 4 for t, v in s.points.items() if t != "task_kl")
+    assert s.limits.seconds == 60 and s.hidden_visibility == "hidden"
+    ini.write_text("[points]\ntask_kl = -1\n")
+    with pytest.raises(grade.GradeError, match="points must be"):
+        load_settings(ini)
+
+
+def test_every_case_is_visible_or_hidden_and_each_task_has_both(ref):
+    for task in TASKS:
+        cases = [c for c in ref.cases if c.task == task]
+        assert any(c.hidden for c in cases) and any(not c.hidden for c in cases), task
+
+
+def test_a_class_is_graded_exactly_as_its_code_earns(tmp_path, ref, settings):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    expected = build_class(folder, ref, settings, tmp_path)
+    assert len(expected) >= 30
+    sheet = tmp_path / "grades.csv"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "minivae", "assign", "grade-all", str(folder), "--csv", str(sheet),
+                        "--timeout", str(SECONDS)], capture_output=True, text=True, timeout=1200,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(ROOT)})
+    seconds = time.perf_counter() - start
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    print(f"grade-all over {len(expected)} submissions on {os.cpu_count()} cores: {seconds:.0f} s; "
+          f"largest process {peak:.0f} MiB")
+    rows = {row.split(",")[0]: row.split(",") for row in sheet.read_text().splitlines()[1:]}
+    assert sheet.read_text().splitlines()[0] == ",".join(["student", *TASKS, "total"])
+    assert set(rows) == set(expected)
+    for student, total in expected.items():
+        got = float(rows[student][-1])
+        assert got == pytest.approx(total, abs=1e-6), (student, got, total,
+                                                        (tmp_path / "grades-reports" / f"{student}.txt").read_text())
+    reports = tmp_path / "grades-reports"
+    loop = (reports / "endless-loop.txt").read_text()
+    assert "time limit" in loop and "task_layers" in loop
+    assert "Operation not permitted" in (reports / "fork-loop.txt").read_text()
+    assert "its output passed the limit" in (reports / "output-flood.txt").read_text()
+    assert "exit code 0" in (reports / "os-exit-0-at-import.txt").read_text()
+    assert "MemoryError" in (reports / "huge-allocation.txt").read_text()
+    assert "SyntaxError" in (reports / "syntax-error.txt").read_text()
+    assert "SystemExit: done" in (reports / "sys-exit-at-import.txt").read_text()
+    results = json.loads((reports / "solution.json").read_text())
+    assert results["score"] == 100 and len(results["tests"]) == len(ref.cases)
+    assert {t["visibility"] for t in results["tests"]} == {"visible", settings.hidden_visibility}
+    assert all(set(t) >= {"name", "score", "max_score", "output", "visibility"} for t in results["tests"])
+
+
+def test_a_failure_says_what_was_expected_and_what_came(tmp_path, ref, settings):
+    mutant = next(m for m in MUTANTS["task_kl"] if "1/2" in m.what)
+    files = dict(solution_files(), **{mutant.file: render((ROOT / mutant.file).read_text(), mutant.file,
+                                                          set(TASKS), mutant)})
+    report = grade.grade(write_submission(tmp_path / "s", files), settings, ref)
+    failed = [t for t in report.tests if t.task == "task_kl" and t.score == 0]
+    assert failed and all("expected" in t.output and "got" in t.output for t in failed)
+    assert any(t.name == "task_kl: kl_std_normal, mu and log_var (3, 4)" and t.output.startswith("kl: expected")
+               for t in failed)
+    text = grade.summary(report)
+    assert "task_kl: kl_std_normal, leading axes (2, 3, 4) (hidden): kl: expected" in text
+
+
+def test_autograder_bundle_runs_against_a_fake_autograder_layout(tmp_path, settings):
+    bundle = grade.autograder_bundle(tmp_path / "autograder.zip")
+    with zipfile.ZipFile(bundle) as z:
+        names = set(z.namelist())
+        assert {"setup.sh", "run_autograder", "minivae/grade.py", "minivae/grading_cases.py", "minivae/points.ini",
+                "setup.cfg"} <= names
+        assert (z.getinfo("run_autograder").external_attr >> 16) & 0o111
+        root = tmp_path / "autograder"
+        z.extractall(root / "source")
+    wrong = dict(solution_files(), **{"minivae/optim.py": render((ROOT / "minivae/optim.py").read_text(),
+                                                                 "minivae/optim.py", set(TASKS) - {"task_adam"})})
+    for rel, text in wrong.items():  # Gradescope puts the student's files, as uploaded, in submission/
+        (root / "submission" / Path(rel).name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "submission" / Path(rel).name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"AUTOGRADER_ROOT": str(root)}
+    r = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == pytest.approx(points_without(settings, "task_adam"))
+    adam = [t for t in results["tests"] if "task_adam" in t["tags"]]
+    assert adam and all(t["score"] == 0 and "NotImplementedError: task_adam" in t["output"] for t in adam)
