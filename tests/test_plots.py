@@ -11,6 +11,7 @@ from matplotlib.image import imread
 
 from minivae import plots
 from minivae.plots import (
+    latent_plane,
     pca_2d,
     save_image_grid,
     save_latent_scatter,
@@ -108,6 +109,24 @@ def test_pca_2d_explained_variance_fractions_are_exact():
     np.testing.assert_allclose(explained, [9 / 14, 4 / 14], rtol=1e-10)
     np.testing.assert_allclose(proj.mean(axis=0), 0.0, atol=1e-10)
     np.testing.assert_allclose(proj.T @ proj / 200, np.diag([9.0, 4.0]), atol=1e-9)
+
+
+@pytest.mark.parametrize("K", [1, 2, 5])
+def test_latent_plane_axes_place_a_latent_point_where_its_mean_is_drawn(K):
+    mu = np.random.default_rng(K).standard_normal((50, K)) * np.arange(1, K + 1)  # (50, K)
+    plane = latent_plane(mu)
+    assert plane.xy.shape == (50, 2) and plane.center.shape == (K,) and plane.axes.shape == (2, K)
+    drawn = (mu - plane.center) @ plane.axes.T                                    # (50, 2)
+    np.testing.assert_allclose(plane.xy[:, 0], drawn[:, 0], atol=1e-12)
+    if K == 1:  # the height is jitter, not a function of z
+        assert np.all(drawn[:, 1] == 0) and 0 < np.abs(plane.xy[:, 1]).max() <= 0.1
+    else:
+        np.testing.assert_allclose(plane.xy, drawn, atol=1e-12)
+    if K == 2:
+        np.testing.assert_array_equal(plane.xy, mu)
+    if K > 2:
+        np.testing.assert_allclose(plane.xy, pca_2d(mu)[0], atol=1e-12)
+        np.testing.assert_allclose(plane.explained, pca_2d(mu)[1])
 
 
 def test_pca_2d_is_deterministic_in_sign_and_leaves_input_alone():
@@ -228,6 +247,6 @@ def test_save_manifold_rejects_wrong_decode_shape(tmp_path, wrong):
 
 
 def test_all_public_functions_are_exported():
-    assert set(plots.__all__) == {"tile", "pca_2d", "save_image_grid", "save_reconstructions",
+    assert set(plots.__all__) == {"tile", "pca_2d", "pca_axes", "LatentPlane", "latent_plane", "save_image_grid", "save_reconstructions",
                                   "save_training_curves", "save_latent_scatter", "save_manifold",
                                   "save_rate_distortion"}
