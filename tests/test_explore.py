@@ -1,0 +1,177 @@
+"""The explorer page as a student meets it: written by the command line from a trained
+run, opened from disk in headless Chromium, its JavaScript decoder checked against NumPy
+(``PAGE.html#selftest``) and its screenshot against NumPy's decoding."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from minivae import optim
+from minivae.explore import explorer_page
+from minivae.train import RunState, TrainConfig, load_run, one_hot, save_run
+from minivae.vae import VAE
+from strategies import assert_one_line
+
+BROWSERS = ("chromium-headless-shell", "chromium")
+WINDOW = (1280, 900)
+TINY = ["--train-size", "2000", "--test-size", "500", "--epochs", "1", "--no-figures", "--no-progress"]
+RUNS = {  # name -> train options: the default model's kind, a conditional one, a deeper tanh/Gaussian one
+    "relu": ["--hidden", "64", "--z-dim", "4"],
+    "conditional": ["--hidden", "32", "--z-dim", "3", "--conditional"],
+    "tanh": ["--hidden", "32,16", "--z-dim", "2", "--activation", "tanh", "--likelihood", "gaussian"],
+}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m minivae ARGS`` from another folder than the project's."""
+    return subprocess.run([sys.executable, "-m", "minivae", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def browser() -> str:
+    for name in BROWSERS:
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.fail("no headless Chromium (chromium-headless-shell or chromium) on PATH: the explorer is checked in "
+                "a real browser; install it with apt-get install chromium-headless-shell (.ci/run does)")
+
+
+def open_page(page: Path, profile: Path, address: str, *action: str) -> str:
+    """Load ``page`` with ``#address`` in headless Chromium, doing ``action`` (--dump-dom or
+    --screenshot=FILE); returns stdout. The page's script runs synchronously at load."""
+    cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", "--disable-extensions", "--hide-scrollbars",
+           f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--force-device-scale-factor=1",
+           *action, page.as_uri() + "#" + address]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+class Elements(HTMLParser):
+    """The attributes of every element with an id, from a DOM dump."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.by_id: dict[str, dict] = {}
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.by_id[attrs["id"]] = attrs
+
+
+def self_test(page: Path, profile: Path, address: str = "selftest") -> dict:
+    """Open ``page`` in self-test mode; the self-test's results (attributes of its element)."""
+    dom = Elements(open_page(page, profile, address, "--dump-dom")).by_id
+    errors = dom["errors"]
+    assert "hidden" in errors and "data-error" not in errors, errors
+    return dom["selftest-result"] | {"ms-per-decode": float(dom["timing"]["data-ms-per-decode"])}
+
+
+def test_without_a_browser_the_tests_fail_rather_than_skip(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium-headless-shell"):
+        browser()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny trained runs (one epoch on 2000 images), trained side by side from the command line."""
+    root = tmp_path_factory.mktemp("runs")
+    procs = {name: subprocess.Popen([sys.executable, "-m", "minivae", "train", *TINY, *opts, "--out", name],
+                                    cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for name, opts in RUNS.items()}
+    for name, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    return {name: root / name for name in RUNS}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_page_decodes_as_numpy_does_in_a_real_browser(runs, name, tmp_path):
+    r = cli("explore", str(runs[name]), "--out", "page.html", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = tmp_path / "page.html"
+    assert f"wrote {Path('page.html')}" in r.stdout and page.stat().st_size > 1000
+
+    result = self_test(page, tmp_path / "profile")
+    assert result["class"] == "pass" and int(result["data-decodings"]) == 8
+    diff = float(result["data-max-abs-diff"])
+    assert diff < 1e-5, diff
+    ms = result["ms-per-decode"]
+    assert ms > 0
+    print(f"\n{name}: JavaScript vs NumPy max abs difference {diff:.2e}; one 28x28 decode {ms:.3f} ms in Chromium")
+
+    # the screenshot shows NumPy's decoding of a chosen z (and digit) in the image region
+    cfg, vae, _, _ = load_run(runs[name])
+    z = np.round(np.random.default_rng(1).standard_normal(vae.z_dim), 2)       # (K,)
+    address = f"selftest&z={','.join(f'{v:.2f}' for v in z)}&digit=7"
+    left, top, width, height = map(int, self_test(page, tmp_path / "profile", address)["data-image-rect"].split(","))
+    shot = tmp_path / "shot.png"
+    open_page(page, tmp_path / "profile", address, f"--screenshot={shot}")
+    pixels = imread(shot)[..., :3]                                            # (h, w, 3) in [0, 1]
+    assert pixels.shape[:2] == (WINDOW[1], WINDOW[0]), pixels.shape
+    region = pixels[top:top + height, left:left + width]                      # (height, width, 3)
+    assert region.shape[:2] == (height, width) and width % 28 == 0, (region.shape, width)
+    assert region.std() > 0.01, "the image region is blank"
+    cell = width // 28
+    centres = region[cell // 2::cell, cell // 2::cell].mean(axis=-1)          # (28, 28) grey levels
+    c = one_hot(np.array([7]), dtype=vae.dtype) if cfg.conditional else None
+    expected = np.clip(vae.decode_mean(z[None].astype(vae.dtype), c)[0], 0, 1).reshape(28, 28)
+    np.testing.assert_allclose(centres, np.round(255 * expected) / 255, atol=2.5 / 255)
+
+
+def test_explore_writes_into_the_run_folder_by_default_and_fetches_nothing(runs, tmp_path):
+    r = cli("explore", str(runs["relu"]), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = runs["relu"] / "explore.html"
+    text = page.read_text()
+    assert str(page) in r.stdout and "#selftest" in r.stdout
+    # nothing on the network: no URL, no external resource, no request from script
+    for pattern in [r"https?://", r"\b(src|href)\s*=", r"url\(", r"@import", r"\bfetch\(", "XMLHttpRequest",
+                    r"\bimport\(", "WebSocket", "<link", "<iframe"]:
+        assert not re.search(pattern, text), pattern
+    assert "does not cover" in text and "Convolutional VAEs" in text
+
+
+@pytest.mark.parametrize("activation, likelihood, decoder_hidden, z_dim", [
+    ("leaky_relu", "bernoulli", (24,), 1),
+    ("sigmoid", "gaussian_learned", (24, 16), 3),
+    ("softplus", "laplace", (), 2),
+    ("relu", "categorical", (24, 16, 8), 5),
+])
+def test_every_activation_likelihood_and_depth_decodes_as_numpy_does(activation, likelihood, decoder_hidden,
+                                                                      z_dim, tmp_path):
+    vae = VAE(x_dim=784, hidden=(24,), z_dim=z_dim, likelihood=likelihood, activation=activation, seed=3,
+              decoder_hidden=decoder_hidden)
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((50, 784)).astype("float32"), rng.integers(0, 10, 50)  # (50, 784), (50,)
+    vae.params["dec.out.W"][...] *= 4      # sharper outputs: saturated and negative pre-activations too
+    page = tmp_path / "page.html"
+    page.write_text(explorer_page(vae, x, labels, rng))
+    result = self_test(page, tmp_path / "profile")
+    assert result["class"] == "pass" and float(result["data-max-abs-diff"]) < 1e-5, result
+
+
+@pytest.mark.parametrize("kind", ["missing", "conv", "document"])
+def test_explore_refuses_what_it_cannot_draw_in_one_line(kind, tmp_path):
+    run = tmp_path / kind
+    if kind != "missing":
+        cfg = {"conv": TrainConfig(model="conv", epochs=1),
+               "document": TrainConfig(dataset="topics", likelihood="categorical", hidden=(8,), z_dim=2)}[kind]
+        vae = cfg.build()
+        save_run(run, cfg, vae, optim.init_state(cfg.optimizer, vae.flat), RunState())
+    r = cli("explore", str(run), cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    fragment = {"missing": "no checkpoint at", "conv": "convolutional VAE", "document": "document dataset"}[kind]
+    assert_one_line(r.stderr.rstrip("\n"), "minivae explore: error:", fragment)
+    assert not (run / "explore.html").exists()
