@@ -16,6 +16,7 @@ import pytest
 from matplotlib.image import imread
 
 from minivae import optim
+from minivae.__main__ import main
 from minivae.explore import explorer_page
 from minivae.train import RunState, TrainConfig, load_run, one_hot, save_run
 from minivae.vae import VAE
@@ -104,18 +105,19 @@ def test_the_page_decodes_as_numpy_does_in_a_real_browser(runs, name, tmp_path):
     page = tmp_path / "page.html"
     assert f"wrote {Path('page.html')}" in r.stdout and page.stat().st_size > 1000
 
-    result = self_test(page, tmp_path / "profile")
+    # self-test, opened at a chosen z (and digit 7 if conditional) for the screenshot below
+    cfg, vae, _, _ = load_run(runs[name])
+    z = np.round(np.random.default_rng(1).standard_normal(vae.z_dim), 2)       # (K,)
+    address = f"selftest&z={','.join(f'{v:.2f}' for v in z)}&digit=7"
+    result = self_test(page, tmp_path / "profile", address)
     diff = float(result["data-max-abs-diff"])
     assert diff < 1e-5 and result["class"] == "pass" and int(result["data-decodings"]) == 8, result
     ms = result["ms-per-decode"]
     assert ms > 0
     print(f"\n{name}: JavaScript vs NumPy max abs difference {diff:.2e}; one 28x28 decode {ms:.3f} ms in Chromium")
 
-    # the screenshot shows NumPy's decoding of a chosen z (and digit) in the image region
-    cfg, vae, _, _ = load_run(runs[name])
-    z = np.round(np.random.default_rng(1).standard_normal(vae.z_dim), 2)       # (K,)
-    address = f"selftest&z={','.join(f'{v:.2f}' for v in z)}&digit=7"
-    left, top, width, height = map(int, self_test(page, tmp_path / "profile", address)["data-image-rect"].split(","))
+    # the screenshot's image region shows NumPy's decoding of that z
+    left, top, width, height = map(int, result["data-image-rect"].split(","))
     shot = tmp_path / "shot.png"
     open_page(page, tmp_path / "profile", address, f"--screenshot={shot}")
     pixels = imread(shot)[..., :3]                                            # (h, w, 3) in [0, 1]
@@ -216,6 +218,7 @@ def test_mouse_and_keyboard_move_z_as_the_page_says(runs, tmp_path):
 
 
 @pytest.mark.parametrize("activation, likelihood, decoder_hidden, z_dim", [
+    ("relu", "bernoulli", (400,), 20),            # the default model's shape: its decode time is printed
     ("leaky_relu", "bernoulli", (24,), 1),
     ("sigmoid", "gaussian_learned", (24, 16), 3),
     ("softplus", "laplace", (), 2),
@@ -232,18 +235,24 @@ def test_every_activation_likelihood_and_depth_decodes_as_numpy_does(activation,
     page.write_text(explorer_page(vae, x, labels, rng))
     result = self_test(page, tmp_path / "profile")
     assert result["class"] == "pass" and float(result["data-max-abs-diff"]) < 1e-5, result
+    widths = " -> ".join(map(str, (z_dim, *decoder_hidden, 784)))
+    print(f"\ndecoder {widths} ({activation}, {likelihood}): one decode {result['ms-per-decode']:.3f} ms in Chromium")
 
 
-@pytest.mark.parametrize("kind", ["missing", "conv", "document"])
-def test_explore_refuses_what_it_cannot_draw_in_one_line(kind, tmp_path):
-    run = tmp_path / kind
-    if kind != "missing":
-        cfg = {"conv": TrainConfig(model="conv", epochs=1),
-               "document": TrainConfig(dataset="topics", likelihood="categorical", hidden=(8,), z_dim=2)}[kind]
-        vae = cfg.build()
-        save_run(run, cfg, vae, optim.init_state(cfg.optimizer, vae.flat), RunState())
-    r = cli("explore", str(run), cwd=tmp_path)
+def test_explore_of_a_missing_run_is_one_line_and_exit_2(tmp_path):
+    r = cli("explore", "no-such-run", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
-    fragment = {"missing": "no checkpoint at", "conv": "convolutional VAE", "document": "document dataset"}[kind]
-    assert_one_line(r.stderr.rstrip("\n"), "minivae explore: error:", fragment)
-    assert not (run / "explore.html").exists()
+    assert_one_line(r.stderr.rstrip("\n"), "minivae explore: error:", "no checkpoint at no-such-run")
+
+
+@pytest.mark.parametrize("kind", ["conv", "document"])
+def test_explore_refuses_what_it_cannot_draw_in_one_line(kind, tmp_path, capsys):
+    cfg = {"conv": TrainConfig(model="conv", epochs=1),
+           "document": TrainConfig(dataset="topics", likelihood="categorical", hidden=(8,), z_dim=2)}[kind]
+    vae = cfg.build()
+    save_run(tmp_path / kind, cfg, vae, optim.init_state(cfg.optimizer, vae.flat), RunState())
+    assert main(["explore", str(tmp_path / kind)]) == 2
+    out, err = capsys.readouterr()
+    fragment = {"conv": "is a convolutional VAE", "document": "document dataset 'topics'"}[kind]
+    assert out == "" and assert_one_line(err.rstrip("\n"), "minivae explore: error:", fragment)
+    assert not (tmp_path / kind / "explore.html").exists()
