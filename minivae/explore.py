@@ -127,16 +127,22 @@ def run_summary(cfg: TrainConfig, vae: VAE, history: list[dict]) -> str:
 
 def write_explorer(run, out=None) -> Path:
     """Write the explorer page of the run (folder or checkpoint file) ``run`` to ``out``
-    (default: ``explore.html`` in the run folder), atomically. Returns the path."""
+    (default, or if ``out`` is a folder: ``explore.html`` in that folder), atomically.
+    Returns the path."""
     checkpoint = resolve_checkpoint(run)
     cfg, vae, _, rs = load_run(checkpoint)
     check_explorable(cfg, str(run))
     x, y = load_split(cfg, "test")
     page = explorer_page(vae, x, y, np.random.default_rng(EVAL_SEED), title=checkpoint.parent.name,
                          summary=run_summary(cfg, vae, rs.history))
-    out = Path(out) if out is not None else checkpoint.parent / "explore.html"
+    out = Path(out) if out is not None else checkpoint.parent
+    if out.is_dir():
+        out = out / "explore.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out

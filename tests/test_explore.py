@@ -17,7 +17,7 @@ from matplotlib.image import imread
 
 from minivae import optim
 from minivae.__main__ import main
-from minivae.explore import explorer_page
+from minivae.explore import explorer_page, write_explorer
 from minivae.train import RunState, TrainConfig, load_run, one_hot, save_run
 from minivae.vae import VAE
 from strategies import assert_one_line
@@ -143,6 +143,9 @@ def test_explore_writes_into_the_run_folder_by_default_and_fetches_nothing(runs,
                     r"\bimport\(", "WebSocket", "<link", "<iframe"]:
         assert not re.search(pattern, text), pattern
     assert "does not cover" in text and "Convolutional VAEs" in text
+    # --out naming a folder puts the page in it, and no temporary file stays behind
+    assert write_explorer(runs["relu"], tmp_path) == tmp_path / "explore.html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explore.html"]
 
 
 # Drives a page the way a user does, by mouse and keyboard, and reports what z and the digit
