@@ -18,6 +18,7 @@ import html
 import json
 import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from .plots import latent_plane
 from .train import EVAL_SEED, IMAGE_SHAPES, N_CLASSES, TrainConfig, load_run, load_split, one_hot
 from .vae import VAE
 
-__all__ = ["check_explorable", "explorer_page", "write_explorer", "N_POINTS"]
+__all__ = ["check_explorable", "explorer_page", "run_summary", "write_explorer", "N_POINTS"]
 
 #: test images whose posterior means the scatter shows (as many as the run's latent.png)
 N_POINTS = 2000
@@ -108,19 +109,18 @@ def explorer_page(vae: VAE, x: np.ndarray, labels: np.ndarray, rng: np.random.Ge
         "selftest": {"n": N_SELFTEST, "z": _b64(z_test), "digits": y_test.tolist() if C else None,
                      "expected": _b64(expected)},
     }
-    data = json.dumps(model, separators=(",", ":")).replace("</", "<\\/")  # safe inside <script>
+    fill = {"TITLE": html.escape(title), "SUMMARY": html.escape(summary),
+            "MODEL": json.dumps(model, separators=(",", ":")).replace("</", "<\\/")}  # safe inside <script>
     template = resources.files("minivae").joinpath("explore.html").read_text(encoding="utf-8")
-    return (template.replace("__TITLE__", html.escape(title))
-                    .replace("__SUMMARY__", html.escape(summary))
-                    .replace("__MODEL__", data))
+    return re.sub(r"__(TITLE|SUMMARY|MODEL)__", lambda m: fill[m.group(1)], template)
 
 
-def run_summary(cfg: TrainConfig, vae: VAE, history: list[dict]) -> str:
+def run_summary(vae: VAE, history: list[dict]) -> str:
     """One line about a run: the decoder's widths and activation, likelihood, epochs, test -ELBO."""
     widths = [f"{vae.z_dim}" + (f"+{vae.c_dim}" if vae.c_dim else "")] + [str(h) for h in vae.decoder_hidden]
     text = (f"decoder {' → '.join(widths + [str(vae.x_dim)])} ({vae.activation}), "
             f"{vae.likelihood_name} likelihood{', conditional on the digit' if vae.c_dim else ''}; "
-            f"{len(history)} epochs")
+            f"{len(history)} epoch{'s' if len(history) != 1 else ''}")
     losses = [row["test_loss"] for row in history if row.get("test_loss") is not None]
     return text + (f", test -ELBO {losses[-1]:.2f} nats" if losses else "")
 
@@ -134,7 +134,7 @@ def write_explorer(run, out=None) -> Path:
     check_explorable(cfg, str(run))
     x, y = load_split(cfg, "test")
     page = explorer_page(vae, x, y, np.random.default_rng(EVAL_SEED), title=checkpoint.parent.name,
-                         summary=run_summary(cfg, vae, rs.history))
+                         summary=run_summary(vae, rs.history))
     out = Path(out) if out is not None else checkpoint.parent
     if out.is_dir():
         out = out / "explore.html"

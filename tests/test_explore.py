@@ -138,6 +138,7 @@ def test_explore_writes_into_the_run_folder_by_default_and_fetches_nothing(runs,
     page = runs["relu"] / "explore.html"
     text = page.read_text()
     assert str(page) in r.stdout and "#selftest" in r.stdout
+    assert "relu: decoder 4 → 64 → 784 (relu), bernoulli likelihood; 1 epoch, test -ELBO" in text
     # nothing on the network: no URL, no external resource, no request from script
     for pattern in [r"https?://", r"\b(src|href)\s*=", r"url\(", r"@import", r"\bfetch\(", "XMLHttpRequest",
                     r"\bimport\(", "WebSocket", "<link", "<iframe"]:
