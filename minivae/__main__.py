@@ -1,4 +1,4 @@
-"""The command line: ``python -m minivae {train,sample,evaluate,derivations} ...``.
+"""The command line: ``python -m minivae {train,sample,evaluate,explore,lessons,derivations} ...``.
 
 Every problem the user can cause (a bad option, a missing or corrupt file, bad
 data, a diverging run) ends in one line on stderr and a non-zero exit, never a
@@ -166,6 +166,11 @@ def build_parser() -> Parser:
     s.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--seed", type=nonneg_int, default=0, help="noise seed (default 0)")
     s.add_argument("--output", type=Path, help="PNG to write (default RUN/samples-seedS.png)")
+
+    x = sub.add_parser("explore", help="write an interactive page that decodes the latent space live: "
+                       "explore RUN [--out PAGE.html]")
+    x.add_argument("run", type=Path, help="run folder or checkpoint file of an MLP VAE on MNIST")
+    x.add_argument("--out", type=Path, help="the page to write (default RUN/explore.html)")
 
     e = sub.add_parser("evaluate", help="test -ELBO, importance-sampled NLL and latent diagnostics")
     e.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
@@ -374,6 +379,15 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from .explore import write_explorer
+
+    path = write_explorer(args.run, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): open it in a browser, no server needed; "
+          f"{path.name}#selftest checks its decoder against NumPy")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     cfg, vae, _, rs = load_run(args.checkpoint)
     if args.test_size is not None:
@@ -433,7 +447,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "evaluate": cmd_evaluate,
-                    "lessons": cmd_lessons, "derivations": cmd_derivations}
+                    "lessons": cmd_lessons, "derivations": cmd_derivations, "explore": cmd_explore}
         ### BEGIN INSTRUCTOR
         commands["assign"] = cmd_assign
         ### END INSTRUCTOR

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -29,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = [
-    "tile", "pca_2d", "save",
+    "tile", "pca_2d", "pca_axes", "LatentPlane", "latent_plane", "save",
     "image_grid", "reconstructions", "training_curves",
     "latent_scatter", "manifold", "rate_distortion",
 ]
@@ -75,19 +75,27 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     fractions of total variance $s_k^2 / \sum_j s_j^2$ along those axes. ``x`` is
     (N, D) with N >= 2 and D >= 2. Each axis's sign is fixed so that its largest
     loading is positive, so the same data always gives the same picture. If all
-    points coincide, ``explained`` is zero.
+    points coincide, ``explained`` is zero. :func:`pca_axes` gives the axes themselves.
     """
+    center, axes, explained = pca_axes(x)
+    return (np.asarray(x, dtype=np.float64) - center) @ axes.T, explained  # (N, 2), (2,)
+
+
+def pca_axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The mean row $\bar x$ (D,), the first two principal axes $V_{:, :2}^\top$ (2, D)
+    and the fractions of variance along them (2,), as :func:`pca_2d` uses them: a
+    point $x$ projects to $(x - \bar x) V_{:, :2}$."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or min(x.shape) < 2:
         raise ValueError(f"pca_2d expects x of shape (N >= 2, D >= 2), got {x.shape}")
-    xc = x - x.mean(axis=0)                                  # (N, D)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)        # s (min(N, D),), vt (min(N, D), D)
+    center = x.mean(axis=0)                                  # (D,)
+    _, s, vt = np.linalg.svd(x - center, full_matrices=False)  # s (min(N, D),), vt (min(N, D), D)
     axes = vt[:2]                                            # (2, D)
     signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
     axes = axes * signs[:, None]                             # (2, D)
     total = float(np.sum(s ** 2))
     explained = s[:2] ** 2 / total if total > 0 else np.zeros(2)  # (2,)
-    return xc @ axes.T, explained                            # (N, 2), (2,)
+    return center, axes, explained
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -198,29 +206,49 @@ def training_curves(rows: Sequence[Mapping[str, float]], path: str | Path | None
     return save(fig, path)
 
 
-def latent_scatter(mu: np.ndarray, labels: np.ndarray, path: str | Path | None = None) -> Figure:
-    r"""The posterior means mu (N, K) as points coloured by their int labels (N,) in 0..9.
+class LatentPlane(NamedTuple):
+    """Where the latent figures draw posterior means: see :func:`latent_plane`."""
+    xy: np.ndarray         # (N, 2) the points as drawn
+    center: np.ndarray     # (K,)
+    axes: np.ndarray       # (2, K): a latent point z is drawn at (z - center) @ axes.T
+    explained: np.ndarray  # (2,) fractions of variance along the axes (K > 2), else nan
 
-    K = 1 plots $\mu$ against a small vertical jitter (from a fixed seed, so the
-    figure is reproducible); K = 2 plots the two coordinates; K > 2 plots the
-    projection onto the first two principal axes (:func:`pca_2d`), with the
-    fraction of variance each explains in the axis label.
+
+def latent_plane(mu: np.ndarray) -> LatentPlane:
+    r"""The 2-D view of posterior means mu (N, K) that :func:`latent_scatter` draws.
+
+    K = 2: the two coordinates. K > 2: the first two principal axes (:func:`pca_axes`).
+    K = 1: $\mu$ against a small vertical jitter from a fixed seed (no meaning, so
+    that the points do not overlap; ``axes`` maps z to height 0).
     """
+    mu = np.asarray(mu, dtype=np.float64)
+    if mu.ndim != 2 or mu.shape[1] == 0:
+        raise ValueError(f"expected mu of shape (N, K >= 1), got {mu.shape}")
+    K = mu.shape[1]
+    nan = np.full(2, np.nan)
+    if K > 2:
+        center, axes, explained = pca_axes(mu)
+        return LatentPlane((mu - center) @ axes.T, center, axes, explained)
+    center, axes = np.zeros(K), np.eye(2, K)                     # (K,), (2, K)
+    xy = mu @ axes.T                                              # (N, 2)
+    if K == 1:
+        xy[:, 1] = np.random.default_rng(0).uniform(-0.1, 0.1, size=len(mu))
+    return LatentPlane(xy, center, axes, nan)
+
+
+def latent_scatter(mu: np.ndarray, labels: np.ndarray, path: str | Path | None = None) -> Figure:
+    r"""The posterior means mu (N, K) as points coloured by their int labels (N,) in 0..9,
+    in the plane of :func:`latent_plane` (principal axes when K > 2, with the
+    fraction of variance each explains in the axis label)."""
     mu, labels = np.asarray(mu, dtype=np.float64), np.asarray(labels)
     if mu.ndim != 2 or mu.shape[1] == 0 or labels.shape != (mu.shape[0],):
         raise ValueError(f"expected mu (N, K >= 1) and labels (N,), got {mu.shape} and {labels.shape}")
-    K = mu.shape[1]
-    if K == 1:
-        jitter = np.random.default_rng(0).uniform(-0.1, 0.1, size=mu.shape[0])  # (N,)
-        xy, names = np.column_stack([mu[:, 0], jitter]), (r"$\mu_1$", "jitter (no meaning)")
-    elif K == 2:
-        xy, names = mu, (r"$\mu_1$", r"$\mu_2$")
-    else:
-        xy, explained = pca_2d(mu)  # (N, 2), (2,)
-        names = tuple(f"PC {k + 1} ({100 * e:.0f}% var)" for k, e in enumerate(explained))
+    K, plane = mu.shape[1], latent_plane(mu)
+    names = {1: (r"$\mu_1$", "jitter (no meaning)"), 2: (r"$\mu_1$", r"$\mu_2$")}.get(K) or tuple(
+        f"PC {k + 1} ({100 * e:.0f}% var)" for k, e in enumerate(plane.explained))
     fig = _figure((6.5, 5.5))
     ax = fig.add_subplot()
-    points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5,
+    points = ax.scatter(*plane.xy.T, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5,
                         s=4, alpha=0.7, linewidths=0)
     fig.colorbar(points, ax=ax, ticks=range(10), label="label")
     ax.set_xlabel(names[0])

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from minivae import plots
-from minivae.plots import image_grid, latent_scatter, manifold, pca_2d, reconstructions, tile, training_curves
+from minivae.plots import (image_grid, latent_plane, latent_scatter, manifold, pca_2d, reconstructions, tile,
+                           training_curves)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHAPE = (6, 5)  # small, non-square images keep the figures fast and catch H/W mix-ups
@@ -107,6 +108,24 @@ def test_pca_2d_explained_variance_fractions_are_exact():
     np.testing.assert_allclose(explained, [9 / 14, 4 / 14], rtol=1e-10)
     np.testing.assert_allclose(proj.mean(axis=0), 0.0, atol=1e-10)
     np.testing.assert_allclose(proj.T @ proj / 200, np.diag([9.0, 4.0]), atol=1e-9)
+
+
+@pytest.mark.parametrize("K", [1, 2, 5])
+def test_latent_plane_axes_place_a_latent_point_where_its_mean_is_drawn(K):
+    mu = np.random.default_rng(K).standard_normal((50, K)) * np.arange(1, K + 1)  # (50, K)
+    plane = latent_plane(mu)
+    assert plane.xy.shape == (50, 2) and plane.center.shape == (K,) and plane.axes.shape == (2, K)
+    drawn = (mu - plane.center) @ plane.axes.T                                    # (50, 2)
+    np.testing.assert_allclose(plane.xy[:, 0], drawn[:, 0], atol=1e-12)
+    if K == 1:  # the height is jitter, not a function of z
+        assert np.all(drawn[:, 1] == 0) and 0 < np.abs(plane.xy[:, 1]).max() <= 0.1
+    else:
+        np.testing.assert_allclose(plane.xy, drawn, atol=1e-12)
+    if K == 2:
+        np.testing.assert_array_equal(plane.xy, mu)
+    if K > 2:
+        np.testing.assert_allclose(plane.xy, pca_2d(mu)[0], atol=1e-12)
+        np.testing.assert_allclose(plane.explained, pca_2d(mu)[1])
 
 
 def test_pca_2d_is_deterministic_in_sign_and_leaves_input_alone():
@@ -229,5 +248,6 @@ def test_manifold_rejects_wrong_decode_shape(tmp_path, wrong):
 
 
 def test_all_public_functions_are_exported():
-    assert set(plots.__all__) == {"tile", "pca_2d", "save", "image_grid", "reconstructions",
-                                  "training_curves", "latent_scatter", "manifold", "rate_distortion"}
+    assert set(plots.__all__) == {"tile", "pca_2d", "pca_axes", "LatentPlane", "latent_plane", "save", "image_grid",
+                                  "reconstructions", "training_curves", "latent_scatter", "manifold",
+                                  "rate_distortion"}
