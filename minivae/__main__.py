@@ -104,6 +104,8 @@ def build_parser() -> Parser:
     opt("--train-size", type=nonneg_int, help="use only the first n training images (default 0: all)")
     opt("--test-size", type=nonneg_int, help="use only the first n test images (default 0: all)")
     opt("--dtype", choices=DTYPES, help=f"(default {d.dtype})")
+    opt("--threads", type=nonneg_int, help="worker threads of a step, each on part of the batch; 0 or absent: "
+        "all cores from 512 decoded rows a step (batch x samples) on, one below")
     opt("--out", type=Path, help="run folder (default: the first free runs/run-NNN)")
     opt("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     opt("--no-progress", action="store_true", help="print one line per epoch only")
@@ -179,6 +181,8 @@ def build_parser() -> Parser:
                         "literature; default 0: skip)")
     e.add_argument("--test-size", type=nonneg_int, default=None,
                    help="first n test images (default: as in training)")
+    e.add_argument("--threads", type=positive_int, default=None,
+                   help="worker threads (default: the machine's cores; the numbers do not depend on it)")
     return p
 
 
@@ -398,7 +402,8 @@ def cmd_evaluate(args) -> int:
     print(f"{resolve_checkpoint(args.checkpoint)}: {rs.epoch} epochs, {rs.step} steps, "
           f"trained {rs.seconds:.0f} s; {N} test examples")
     start = time.perf_counter()
-    r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None, c=c)
+    r = evaluate(vae, x, iw=args.iw, progress=_iw_progress(N, args.iw) if args.iw else None, c=c,
+                 threads=args.threads)
     el = r["elbo"]
     bits = lambda nats: bits_text(nats, D, vae.likelihood_name)  # noqa: E731
     print(f"test -ELBO (1 sample)   {el['loss']:9.3f} nats  {bits(el['loss'])}   "

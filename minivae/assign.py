@@ -330,16 +330,18 @@ def build_student_copy(out: str | Path, root: Path = ROOT) -> dict[str, list[str
 
 
 def functions(source: str, name: str = "<source>") -> dict[str, list[str]]:
-    """task -> the names of the functions (``Class.method`` for methods) holding its regions."""
+    """task -> the functions holding its regions, as a student finds them: a top-level
+    function's name, or ``Class.method`` (a function nested in either counts as it)."""
     lines = source.splitlines()
     found: dict[str, list[str]] = {}
     for r in regions(source, name):
-        defs = [re.match(r"(\s*)def (\w+)", line) for line in lines[:r.begin]]
-        fn = next(m for m in reversed(defs) if m)
-        qual = fn.group(2)
-        if fn.group(1):  # a method: the class it sits in
-            cls = next(m for m in reversed([re.match(r"class (\w+)", line) for line in lines[:r.begin]]) if m)
-            qual = f"{cls.group(1)}.{qual}"
+        chain, indent = [], len(r.indent)
+        for line in reversed(lines[:r.begin]):  # the enclosing definitions, innermost first
+            m = re.match(r"(\s*)(def|class) (\w+)", line)
+            if m and len(m.group(1)) < indent:
+                chain.insert(0, (m.group(2), m.group(3)))
+                indent = len(m.group(1))
+        qual = chain[0][1] if chain[0][0] == "def" else f"{chain[0][1]}.{chain[1][1]}"
         if qual not in found.setdefault(r.task, []):
             found[r.task].append(qual)
     return found
@@ -461,13 +463,10 @@ def withheld_note() -> str:
 
 # ---------------------------------------------------------------- the proof
 def isolated_python(folder: Path) -> Path:
-    """A new virtual environment in ``folder`` with NumPy, Matplotlib, pytest and hypothesis,
-    and nothing of minivae: its python, for running a copy's tests in isolation."""
+    """A new virtual environment in ``folder``, holding nothing of minivae: its python, for
+    running a copy's tests in isolation (:func:`prove` installs the copy into it)."""
     venv.EnvBuilder(with_pip=True, clear=True).create(folder)
-    python = folder / ("Scripts" if os.name == "nt" else "bin") / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy>=1.24", "matplotlib>=3.6", "pytest>=7",
-                    "hypothesis>=6"], check=True, capture_output=True, text=True)
-    return python
+    return folder / ("Scripts" if os.name == "nt" else "bin") / "python"
 
 
 class TestResult(NamedTuple):
@@ -531,7 +530,7 @@ def prove(copy: str | Path, python: str | Path, root: Path = ROOT, full_suite: b
     Rewrites the copy's stubbed files while it works and leaves them stubbed."""
     copy, python = Path(copy), Path(python)
     lines, problems = [], []
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(copy)],
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{copy}[test]"],
                              capture_output=True, text=True)  # as ASSIGNMENT.md tells the student
     if install.returncode:
         raise AssignError(f"cannot install the copy with {python}: {install.stderr[-1000:]}")

@@ -31,9 +31,9 @@ import tracemalloc
 
 import numpy as np
 
-from . import optim
+from . import optim, parallel
 from .estimate import estimate_log_px
-from .train import keep_freed_memory
+from .train import keep_freed_memory, split_loss_and_grads
 from .vae import VAE
 
 __all__ = ["train_step_timer", "gemm_floor_timer", "torch_step_timer", "main"]
@@ -54,18 +54,32 @@ def _seconds_per_call(fn, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator):
-    """A zero-argument function doing one full minivae training step on random binary data."""
+def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator, workers: int = 1):
+    """A zero-argument function doing one full minivae training step on random binary data,
+    as the trainer does it: on this thread, or data-parallel on ``workers`` threads with the
+    BLAS pinned to one thread each (minivae.train.split_loss_and_grads)."""
     x = (rng.random((batch, vae.x_dim)) < 0.2).astype(vae.dtype)   # (B, D)
-    eps = rng.standard_normal((batch, vae.z_dim), dtype=vae.dtype)  # (B, K)
+    eps = rng.standard_normal((1, batch, vae.z_dim), dtype=vae.dtype)  # (1, B, K)
     gflat = np.zeros(vae.n_params, vae.dtype)
     grads = vae.views(gflat)
+    parts = [np.zeros_like(gflat) for _ in range(workers)]
     state = [optim.init_state("adam", vae.flat)]
+    each = (lambda fn, items: parallel.pool_map(fn, items, workers)) if workers > 1 else None  # noqa: E731
 
     def step():
-        vae.loss_and_grads(x, eps, grads=grads)
-        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4)
-    return step
+        if workers == 1:
+            vae.loss_and_grads(x, eps, grads=grads)
+        else:
+            split_loss_and_grads(vae, x, eps, gflat, parts)
+        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4, each=each)
+
+    if workers == 1:
+        return step
+
+    def pinned_step():
+        with parallel.pinned():
+            step()
+    return pinned_step
 
 
 def gemm_shapes(vae: VAE, batch: int) -> list[tuple[int, int, int]]:
@@ -177,16 +191,20 @@ class _TorchProcess:
 
 
 def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, compile: bool,
-                   torch: bool = True) -> None:
-    print(f"training step, float32, Adam ({steps} steps x {reps} interleaved repetitions, medians)")
-    head = f"{'batch':>6} {'minivae/s':>11} {'step ms':>8} {'GEMM ms':>8} {'of floor':>8} {'peak MiB':>8}"
-    print(head + f" {'torch/s':>11} {'ratio':>6}" + (f" {'compiled/s':>11} {'ratio':>6}" if compile else ""))
+                   torch: bool = True, threads: int | None = None) -> None:
+    n_workers = parallel.threads(threads)
+    print(f"training step, float32, Adam ({steps} steps x {reps} interleaved repetitions, medians); "
+          f"serial: one thread (the BLAS on all); parallel: {n_workers} workers, a part of the batch each, BLAS pinned")
+    head = (f"{'batch':>6} {'serial/s':>9} {'step ms':>8} {'parallel/s':>10} {'step ms':>8} {'par/ser':>7} "
+            f"{'GEMM ms':>8} {'of floor':>8} {'peak MiB':>8}")
+    print(head + f" {'torch/s':>11} {'ser/t':>6} {'par/t':>6}" + (f" {'compiled/s':>11} {'par/c':>6}" if compile else ""))
     rng = np.random.default_rng(0)
     for B in batches:
         timers = {}  # name -> seconds_per_step(steps)
         step = train_step_timer(VAE(**vae_args), B, rng)
         peak = _peak_bytes(step)
-        for name, fn in [("minivae", step), ("floor", gemm_floor_timer(VAE(**vae_args), B, rng))]:
+        for name, fn in [("minivae", step), ("parallel", train_step_timer(VAE(**vae_args), B, rng, n_workers)),
+                         ("floor", gemm_floor_timer(VAE(**vae_args), B, rng))]:
             for _ in range(5):  # warm up
                 fn()
             timers[name] = functools.partial(_wake_and_time, fn)
@@ -201,14 +219,15 @@ def bench_training(vae_args: dict, batches: list[int], steps: int, reps: int, co
         for _, w in workers:
             w.close()
         med = {k: float(np.median(v)) for k, v in times.items()}
-        line = (f"{B:>6} {B / med['minivae']:>11,.0f} {med['minivae'] * 1e3:>8.2f} "
-                f"{med['floor'] * 1e3:>8.2f} {med['floor'] / med['minivae']:>8.0%} {peak / 2**20:>8.1f}")
+        ser, par = med["minivae"], med["parallel"]
+        line = (f"{B:>6} {B / ser:>9,.0f} {ser * 1e3:>8.2f} {B / par:>10,.0f} {par * 1e3:>8.2f} {ser / par:>7.2f} "
+                f"{med['floor'] * 1e3:>8.2f} {med['floor'] / min(ser, par):>8.0%} {peak / 2**20:>8.1f}")
         if "torch" in med:
-            line += f" {B / med['torch']:>11,.0f} {med['torch'] / med['minivae']:>6.2f}"
+            line += f" {B / med['torch']:>11,.0f} {med['torch'] / ser:>6.2f} {med['torch'] / par:>6.2f}"
         else:
-            line += f" {'(no torch)':>11} {'':>6}"
+            line += f" {'(no torch)':>11} {'':>6} {'':>6}"
         if "compiled" in med:
-            line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / med['minivae']:>6.2f}"
+            line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / par:>6.2f}"
         print(line, flush=True)
 
 
@@ -228,19 +247,28 @@ def _wake_and_time(fn, steps: int) -> float:
     return _seconds_per_call(fn, steps)
 
 
-def bench_evaluation(vae_args: dict, S: int, images: int, test_images: int = 10_000) -> None:
+def bench_evaluation(vae_args: dict, S: int, images: int, reps: int = 3, test_images: int = 10_000,
+                     workers: int | None = None) -> None:
+    """Importance-sampled evaluation, serial (one thread, the BLAS on all cores) against
+    parallel (``workers`` threads, the BLAS pinned), interleaved, medians of ``reps``."""
     vae = VAE(**vae_args)
-    rng = np.random.default_rng(1)
-    x = (rng.random((images, vae.x_dim)) < 0.2).astype(vae.dtype)
-    estimate_log_px(vae, x[:1], min(S, 500), rng)  # warm up
-    start = time.perf_counter()
-    estimate_log_px(vae, x, S, rng)
-    seconds = time.perf_counter() - start
-    peak = _peak_bytes(lambda: estimate_log_px(vae, x[:2], S, rng))  # it works in fixed-size chunks
-    rate = images * S / seconds
-    print(f"importance-sampled evaluation, S={S}: {rate:,.0f} importance samples/s "
-          f"({images} images in {seconds:.1f} s); {test_images:,} test images would take "
-          f"{test_images * S / rate / 60:.1f} min; peak NumPy memory {peak / 2**20:.0f} MiB")
+    workers = parallel.threads(workers)
+    x = (np.random.default_rng(1).random((images, vae.x_dim)) < 0.2).astype(vae.dtype)
+    estimate_log_px(vae, x[:workers], min(S, 500), np.random.default_rng(2), threads=workers)  # warm up
+    seconds = {"serial": [], "parallel": []}
+    for _ in range(reps):
+        for name, threads in (("serial", 0), ("parallel", workers)):
+            time.sleep(SETTLE)
+            start = time.perf_counter()
+            estimate_log_px(vae, x, S, np.random.default_rng(3), threads=threads)
+            seconds[name].append(time.perf_counter() - start)
+    peak = _peak_bytes(lambda: estimate_log_px(vae, x[:2 * workers], S, np.random.default_rng(4), threads=workers))
+    rate = {k: images * S / float(np.median(v)) for k, v in seconds.items()}
+    print(f"importance-sampled evaluation, S={S}, {images} images x {reps} interleaved repetitions, medians: "
+          f"serial {rate['serial']:,.0f} importance samples/s, parallel ({workers} workers) "
+          f"{rate['parallel']:,.0f} importance samples/s, "
+          f"{rate['parallel'] / rate['serial']:.2f}x; {test_images:,} test images would take "
+          f"{test_images * S / rate['parallel'] / 60:.1f} min; peak NumPy memory {peak / 2**20:.0f} MiB")
 
 
 def main(argv=None) -> None:
@@ -255,15 +283,16 @@ def main(argv=None) -> None:
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is installed")
     p.add_argument("--iw", type=int, default=5000, help="importance samples (default 5000; 0 skips)")
     p.add_argument("--iw-images", type=int, default=20, help="images timed for the IW evaluation")
+    p.add_argument("--threads", type=int, default=None, help="workers of the parallel runs (default: the cores)")
     a = p.parse_args(argv)
     keep_freed_memory()  # as train() does; PyTorch, in the same process, profits alike
     vae_args = dict(x_dim=784, hidden=tuple(int(h) for h in a.hidden.split(",")), z_dim=a.z_dim,
                     activation=a.activation, dtype="float32")
     print(f"model 784-{a.hidden.replace(',', '-')}-{a.z_dim} {a.activation}, bernoulli")
     bench_training(vae_args, [int(b) for b in a.batch_sizes.split(",")], a.steps, a.reps, a.compile,
-                   torch=not a.no_torch)
+                   torch=not a.no_torch, threads=a.threads)
     if a.iw:
-        bench_evaluation(vae_args, a.iw, a.iw_images)
+        bench_evaluation(vae_args, a.iw, a.iw_images, workers=a.threads)
 
 
 if __name__ == "__main__":

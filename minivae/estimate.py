@@ -24,16 +24,18 @@ unbiased; their variances differ by orders of magnitude. Taught in lessons 3 and
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, NamedTuple
 
 import numpy as np
 
+from . import parallel
 from .gaussian import (log_density, log_density_backward, log_density_forward,
                        reparameterize_backward, reparameterize_forward)
 from .vae import VAE
 
-__all__ = ["LogLikelihood", "log_weights", "estimate_log_px", "score_function_grad",
+__all__ = ["LogLikelihood", "log_weights", "block_generators", "estimate_log_px", "score_function_grad",
            "reparam_grad"]
 
 
@@ -64,17 +66,31 @@ def log_weights(vae: VAE, x: np.ndarray, eps: np.ndarray, proposal: str = "poste
     return vae.log_px_z(x, z, c) + log_pz - log_r
 
 
+def block_generators(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    """``n`` generators, one per block of examples, all derived from one draw of ``rng``:
+    block k's noise depends only on ``rng`` and k, never on which thread computes it."""
+    base = int(rng.integers(2**63))
+    return [np.random.default_rng([base, k]) for k in range(n)]
+
+
 def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
                     proposal: str = "posterior", rows: int = 8192,
                     progress: Callable[[int], None] | None = None,
-                    c: np.ndarray | None = None) -> LogLikelihood:
+                    c: np.ndarray | None = None, threads: int | None = None) -> LogLikelihood:
     r"""Importance-sampled $\log p(x)$ with $S$ samples per example, in chunks.
 
     x (N, D) [, context c (N, C)] -> :class:`LogLikelihood` of (N,) arrays. At most ``rows`` latent
     samples are decoded at once (peak memory about ``rows`` x D x 3 floats of
-    the model's dtype), so any S and N fit; the log-weights are accumulated
+    the model's dtype per thread), so any S and N fit; the log-weights are accumulated
     with a running maximum so no exponential overflows. ``progress(n)`` is
     called with the number of examples finished so far.
+
+    Blocks of examples are independent: they run on ``threads`` worker threads (default:
+    the machine's cores; :mod:`minivae.parallel`), each block with its own noise
+    (:func:`block_generators`) and the BLAS on one thread, so the result is the same, to
+    the last bit, whatever the number of threads. ``threads=0`` runs the blocks in this
+    thread with the BLAS as it is set: the same noise, but the last bits of the products
+    then depend on the BLAS's threads.
     """
     if S < 1:
         raise ValueError(f"S must be >= 1, got {S}")
@@ -83,7 +99,12 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
     n_ex = max(1, rows // S)              # examples per chunk
     s_chunk = min(S, rows)                # samples per chunk
     out = LogLikelihood(np.empty(N), np.empty(N), np.empty(N))
-    for i in range(0, N, n_ex):
+    starts = range(0, N, n_ex)
+    generators = block_generators(rng, len(starts))
+
+    def block(k: int) -> None:
+        """The estimate for examples i .. i + n_ex, written into ``out`` (its own slice)."""
+        i, gen = starts[k], generators[k]
         xb = x[i:i + n_ex]                # (n, D)
         cb = None if c is None else c[i:i + n_ex]
         n = len(xb)
@@ -92,7 +113,7 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
         s2 = np.zeros(n)                  # sum exp(2 (log w - m))
         for j in range(0, S, s_chunk):
             s = min(s_chunk, S - j)
-            eps = rng.standard_normal((s, n, K), dtype=vae.dtype)  # (s, n, K)
+            eps = gen.standard_normal((s, n, K), dtype=vae.dtype)  # (s, n, K)
             ### BEGIN SOLUTION task_iw
             # the sums of w and w^2 kept in units of exp(m), m the largest log-weight so far
             lw = log_weights(vae, xb, eps, proposal, cb).astype(np.float64)  # (s, n)
@@ -111,8 +132,15 @@ def estimate_log_px(vae: VAE, x: np.ndarray, S: int, rng: np.random.Generator,
         out.se[i:i + n] = np.sqrt(var_w / S) / mean_w
         out.ess[i:i + n] = s1 * s1 / s2
         ### END SOLUTION
-        if progress is not None:
-            progress(i + n)
+
+    workers = 1 if threads == 0 else parallel.threads(threads)
+    wave = 8 * workers                    # blocks between two progress reports
+    with parallel.pinned() if threads != 0 else contextlib.nullcontext():
+        for first in range(0, len(starts), wave):
+            ks = range(first, min(first + wave, len(starts)))
+            parallel.pool_map(block, ks, workers)
+            if progress is not None:
+                progress(min(N, starts[ks[-1]] + n_ex))
     return out
 
 

@@ -416,8 +416,8 @@ SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, when it builds the autograder's image.
 set -euo pipefail
 apt-get update && apt-get install -y --no-install-recommends python3 python3-pip
-python3 -m pip install --break-system-packages 'numpy>=1.24' 'matplotlib>=3.6' || \\
-    python3 -m pip install 'numpy>=1.24' 'matplotlib>=3.6'
+python3 -m pip install --break-system-packages 'numpy>=1.24' 'matplotlib>=3.6' 'threadpoolctl>=3.1' || \\
+    python3 -m pip install 'numpy>=1.24' 'matplotlib>=3.6' 'threadpoolctl>=3.1'
 """
 
 

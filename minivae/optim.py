@@ -99,21 +99,26 @@ def state_arrays(state) -> dict[str, np.ndarray]:
     return {k: v for k, v in state._asdict().items() if isinstance(v, np.ndarray)}
 
 
-def step(param: np.ndarray, grad: np.ndarray, state, lr: float):
+def step(param: np.ndarray, grad: np.ndarray, state, lr: float, each=None):
     """One step of whichever optimizer made ``state`` (dispatch on its type), applied to a
     flat parameter array block by block, :data:`BLOCK` entries at a time.
 
     Blocks change nothing in the result, since every update is elementwise; they make it
     faster: the arrays of one block and the update's temporaries stay in the core's cache
     for all of the update's passes, instead of streaming the whole arrays through memory
-    once per pass. The step number ``t`` advances once per call.
+    once per pass. ``each(fn, blocks)``, if given, runs ``fn`` on every block (on worker
+    threads, say; default: one after the other). The step number ``t`` advances once per call.
     """
     update = {AdamState: adam_step, MomentumState: momentum_step}.get(type(state), sgd_step)
     if param.ndim != 1 or len(param) <= BLOCK:
         return update(param, grad, state, lr)
-    for i in range(0, len(param), BLOCK):
+
+    def one(i: int) -> int:
         block = type(state)(*(a[i:i + BLOCK] if isinstance(a, np.ndarray) else a for a in state))  # views
-        t = update(param[i:i + BLOCK], grad[i:i + BLOCK], block, lr).t
+        return update(param[i:i + BLOCK], grad[i:i + BLOCK], block, lr).t
+
+    starts = range(0, len(param), BLOCK)
+    t = (each(one, starts) if each is not None else [one(i) for i in starts])[-1]
     return state._replace(t=t)
 
 

@@ -12,6 +12,7 @@ disagrees with it) and the figures. Taught in lesson 6.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import dataclasses
@@ -31,14 +32,14 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from . import optim
+from . import optim, parallel
 from .checkpoint import (CheckpointError, check_compatible, load_checkpoint, resolve_checkpoint,
                          save_checkpoint)
 from .data import binarize, binarize_static, load_mnist, validate_data
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import OBJECTIVES
-from .vae import DTYPES, VAE
+from .vae import DTYPES, VAE, LossAndGrads
 
 __all__ = ["TrainConfig", "Dataset", "corpus_splits", "load_split", "load_dataset", "evaluate_elbo", "evaluate", "train", "load_run",
            "TrainingError", "one_hot"]
@@ -81,6 +82,7 @@ class TrainConfig:
     samples: int = 1           # S latent samples per example in each training step
     warmup_epochs: float = 0.0  # the KL weight ramps linearly from 0 to beta over these epochs
     free_bits: float = 0.0     # per-dimension floor on the batch-mean KL, in nats (0: off)
+    threads: int = 0           # worker threads of a step; 0: chosen from the batch's size (step_workers)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # the types first: a config from JSON may hold anything
@@ -111,6 +113,9 @@ class TrainConfig:
             (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup-epochs must be >= 0"),
             (math.isfinite(self.free_bits) and self.free_bits >= 0, "free-bits must be >= 0"),
             (self.test_size != 1, "test-size must be 0 (all) or at least 2"),
+            (self.threads >= 0, "threads must be >= 0 (0: chosen from the batch's size)"),
+            (self.threads <= 1 or not self.free_bits,
+             "free bits take the batch-mean KL of the whole batch: they do not split over threads (--threads 1)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -244,23 +249,30 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
 
 
 def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1000,
-                  c: np.ndarray | None = None) -> dict:
+                  c: np.ndarray | None = None, threads: int | None = None) -> dict:
     """Mean -ELBO, distortion and rate over ``x`` (N, D) [context c (N, C)] with one
     latent sample per example, the noise fixed by ``seed``. Returns {"loss",
-    "recon", "kl"} in nats/example."""
-    rng = np.random.default_rng(seed)
-    recon = kl = 0.0
-    for i in range(0, len(x), batch):
+    "recon", "kl"} in nats/example. Batches run on ``threads`` workers (default: the
+    cores), each with noise of its own (from ``seed`` and its index), summed in order:
+    the result does not depend on the number of threads."""
+    def part(k: int) -> tuple[float, float]:
+        i = k * batch
         xb = x[i:i + batch]
-        t = vae.terms(xb, rng.standard_normal((len(xb), vae.z_dim)), None if c is None else c[i:i + batch])
-        recon -= float(t.log_px_z.sum())
-        kl += float(t.kl.sum())
+        eps = np.random.default_rng([seed, k]).standard_normal((len(xb), vae.z_dim))
+        t = vae.terms(xb, eps, None if c is None else c[i:i + batch])
+        return -float(t.log_px_z.sum()), float(t.kl.sum())
+
+    workers = parallel.threads(threads)
+    with parallel.pinned():
+        sums = parallel.pool_map(part, range(-(-len(x) // batch)), workers)
+    recon, kl = (sum(v[j] for v in sums) for j in (0, 1))
     n = len(x)
     return {"loss": (recon + kl) / n, "recon": recon / n, "kl": kl / n}
 
 
 def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
-             progress: Callable[[int], None] | None = None, c: np.ndarray | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, c: np.ndarray | None = None,
+             threads: int | None = None) -> dict:
     """Everything ``python -m minivae evaluate`` reports about a model on data x (N, D).
 
     Keys: "elbo" (dict from :func:`evaluate_elbo`), "active_units", "kl_per_dim" (K,),
@@ -275,16 +287,61 @@ def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
     parts = [np.stack(vae.encode(x[i:i + 1000], None if c is None else c[i:i + 1000]))
              for i in range(0, len(x), 1000)]
     mu, log_var = np.concatenate(parts, axis=1)                                      # (N, K) each
-    out = {"elbo": evaluate_elbo(vae, x, seed, c=c), "active_units": active_units(mu),
+    out = {"elbo": evaluate_elbo(vae, x, seed, c=c, threads=threads), "active_units": active_units(mu),
            "kl_per_dim": kl_per_dimension(mu, log_var)}
     if iw:
         start = time.perf_counter()
-        est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress, c=c)
+        est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress, c=c, threads=threads)
         seconds = time.perf_counter() - start
         out.update(iw_bound=float(est.log_px.mean()), nll=-float(est.log_px.mean()),
                    nll_se=float(np.sqrt(np.sum(est.se ** 2)) / len(x)), ess=float(est.ess.mean()),
                    iw_samples_per_s=len(x) * iw / seconds, iw_seconds=seconds)
     return out
+
+
+#: from this many decoded rows a step (batch x samples) on, a step splits its batch over the
+#: cores: below it the parts are too small for the workers to beat one step on the BLAS's own
+#: threads (``python -m minivae.bench`` measures both)
+PARALLEL_ROWS = 512
+
+
+def step_workers(cfg: TrainConfig) -> int:
+    """The worker threads of a training step: ``cfg.threads``, or else all cores from
+    :data:`PARALLEL_ROWS` decoded rows a step on, and one below (and with free bits)."""
+    if cfg.threads:
+        return cfg.threads
+    rows = cfg.batch_size * cfg.samples
+    return parallel.threads() if rows >= PARALLEL_ROWS and not cfg.free_bits else 1
+
+
+def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.ndarray, part_flats: list,
+                         c: np.ndarray | None = None, **kw) -> LossAndGrads:
+    """``vae.loss_and_grads`` of a batch, data-parallel: the batch split into ``len(part_flats)``
+    contiguous parts (eps too), each part's gradient computed by a worker thread into its own
+    flat buffer, and ``gflat`` their sum weighted by the parts' sizes, block by block on the
+    workers. Exact for every objective whose loss is a mean over the examples (not free bits,
+    whose floor applies to the whole batch's mean KL). The split is fixed, so a fixed number
+    of workers gives the same result every time. The caller pins the BLAS (parallel.pinned)."""
+    workers = len(part_flats)
+    parts = [p for p in np.array_split(np.arange(len(x)), workers) if len(p)]
+    part_grads = [vae.views(f) for f in part_flats]
+
+    def part(k: int) -> LossAndGrads:
+        p = parts[k]
+        return vae.loss_and_grads(x[p], eps[:, p], grads=part_grads[k], c=None if c is None else c[p], **kw)
+
+    results = parallel.pool_map(part, range(len(parts)), workers)
+    weights = [len(p) / len(x) for p in parts]
+
+    def combine(b: int) -> None:  # gflat[b : b + BLOCK] = sum_k weight_k * part k's gradient there
+        block = slice(b, b + optim.BLOCK)
+        np.multiply(part_flats[0][block], weights[0], out=gflat[block])
+        for k in range(1, len(parts)):
+            gflat[block] += weights[k] * part_flats[k][block]
+
+    parallel.pool_map(combine, range(0, len(gflat), optim.BLOCK), workers)
+    mean = lambda field: sum(w * getattr(r, field) for w, r in zip(weights, results))  # noqa: E731
+    return LossAndGrads(mean("loss"), vae.views(gflat), mean("recon"), mean("kl"))
 
 
 def batch_rng(seed: int, epoch: int, b: int) -> np.random.Generator:
@@ -533,6 +590,8 @@ class _Run:
         self.batches = -(-len(self.data.x_train) // cfg.batch_size)           # per epoch
         self.gflat = np.zeros(self.vae.n_params, dtype=self.vae.dtype)        # every gradient
         self.grads = self.vae.views(self.gflat)                               # name -> view into gflat
+        self.workers = step_workers(cfg)
+        self.part_flats = [np.zeros_like(self.gflat) for _ in range(self.workers)] if self.workers > 1 else []
         self.consistent = True  # False between the optimizer's update and the step's bookkeeping
         self.t0 = None          # start of the timed part of the current epoch
 
@@ -542,7 +601,7 @@ class _Run:
         if rs.epoch >= cfg.epochs:
             self.prog.line(f"{self.out}: already trained for {rs.epoch} epochs")
         try:
-            with _StopRequest() as stop:
+            with _StopRequest() as stop, (parallel.pinned() if self.workers > 1 else contextlib.nullcontext()):
                 while rs.epoch < cfg.epochs:
                     order = epoch_order(cfg.seed, rs.epoch, len(self.data.x_train))
                     self.t0, n0 = time.perf_counter(), rs.train_sums["n"]
@@ -565,16 +624,26 @@ class _Run:
             xb = binarize(xb, rng)                                                    # fresh bits
         eps = rng.standard_normal((cfg.samples, len(idx), cfg.z_dim), dtype=vae.dtype)  # (S, B, K)
         c = one_hot(self.data.y_train[idx], dtype=vae.dtype) if cfg.conditional else None
-        res = vae.loss_and_grads(xb, eps, beta=cfg.beta_at(rs.epoch + rs.batch / self.batches), grads=self.grads,
-                                 c=c, objective=cfg.objective, free_bits=cfg.free_bits)
+        res = self.loss_and_grads(xb, eps, c, cfg.beta_at(rs.epoch + rs.batch / self.batches))
         _check_finite(res, self.gflat, rs, self.out)
         self.consistent = False
-        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch))
+        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch), each=self.each)
         add_step(rs.train_sums, res, len(idx))
         rs.batch, rs.step = rs.batch + 1, rs.step + 1
         self.consistent = True
         if self.on_step is not None:
             self.on_step(rs.step)
+
+    def loss_and_grads(self, xb: np.ndarray, eps: np.ndarray, c: np.ndarray | None, beta: float) -> LossAndGrads:
+        """The step's mean loss and its gradient, into ``gflat`` (see :func:`split_loss_and_grads`)."""
+        kw = dict(beta=beta, objective=self.cfg.objective, free_bits=self.cfg.free_bits)
+        if self.workers == 1:
+            return self.vae.loss_and_grads(xb, eps, grads=self.grads, c=c, **kw)
+        return split_loss_and_grads(self.vae, xb, eps, self.gflat, self.part_flats, c, **kw)
+
+    def each(self, fn, items) -> list:
+        """``[fn(i) for i in items]`` on the step's workers (optimizer blocks, gradient sums)."""
+        return parallel.pool_map(fn, items, self.workers)
 
     def show_progress(self, n0: int) -> None:
         """The live status line: the epoch's means so far, the speed, the time left."""

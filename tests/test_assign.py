@@ -131,12 +131,16 @@ def test_student_copy_derivations_table_names_the_missing_tasks(student):
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory):
-    """An interpreter that cannot import the solution: a new virtual environment."""
+def isolated(tmp_path_factory, student):
+    """An interpreter that cannot import the solution: a new virtual environment, into which the
+    copy is installed as ASSIGNMENT.md tells a student (with its dependencies)."""
     python = isolated_python(tmp_path_factory.mktemp("venv") / "v")
     r = subprocess.run([str(python), "-c", "import minivae"], capture_output=True, text=True,
                        cwd=tmp_path_factory.mktemp("elsewhere"))
     assert r.returncode != 0 and "No module named 'minivae'" in r.stderr
+    r = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{student[0]}[test]"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
     return python
 
 

@@ -369,3 +369,71 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_array_equal(load_run(tmp_path / "clean")[1].flat, load_run(out)[1].flat)
     assert load_run(out)[3].epoch == 40
+
+
+# ---------------------------------------------------------------- both cores
+def test_a_data_parallel_step_is_the_serial_step_up_to_rounding():
+    from minivae import parallel
+    from minivae.train import split_loss_and_grads
+    from minivae.vae import VAE
+
+    rng = np.random.default_rng(31)
+    for kw, c_dim in [({}, 0), ({"objective": "iwae"}, 0), ({"beta": 0.3}, 3)]:
+        vae = VAE(x_dim=12, hidden=(7,), z_dim=3, dtype="float64", seed=2, c_dim=c_dim)
+        x = (rng.random((11, 12)) < 0.4).astype(float)
+        eps = rng.standard_normal((2, 11, 3))
+        c = np.eye(3)[rng.integers(0, 3, 11)] if c_dim else None
+        serial = vae.loss_and_grads(x, eps, c=c, **kw)
+        for workers in (2, 3):
+            gflat = np.zeros(vae.n_params)
+            with parallel.pinned():
+                split = split_loss_and_grads(vae, x, eps, gflat, [np.zeros_like(gflat) for _ in range(workers)],
+                                             c, **kw)
+            for field in ("loss", "recon", "kl"):
+                assert getattr(split, field) == pytest.approx(getattr(serial, field), rel=1e-12), (kw, workers, field)
+            for name in serial.grads:
+                np.testing.assert_allclose(split.grads[name], serial.grads[name], rtol=1e-10, atol=1e-12,
+                                           err_msg=f"{kw} {workers} {name}")
+
+
+def test_step_workers_follow_the_batch_size_unless_told():
+    from minivae import parallel
+    from minivae.train import PARALLEL_ROWS, step_workers
+
+    cores = parallel.threads()
+    assert step_workers(dataclasses.replace(SMALL, batch_size=PARALLEL_ROWS)) == cores
+    assert step_workers(dataclasses.replace(SMALL, batch_size=PARALLEL_ROWS - 1)) == 1
+    assert step_workers(dataclasses.replace(SMALL, batch_size=PARALLEL_ROWS // 4, samples=4)) == cores
+    assert step_workers(dataclasses.replace(SMALL, batch_size=4 * PARALLEL_ROWS, free_bits=0.1)) == 1
+    assert step_workers(dataclasses.replace(SMALL, threads=3)) == 3
+    with pytest.raises(ValueError, match="free bits"):
+        dataclasses.replace(SMALL, threads=2, free_bits=0.1)
+
+
+def test_data_parallel_runs_are_bit_identical_again_and_after_an_interrupt(tmp_path):
+    cfg = dataclasses.replace(SMALL, epochs=2, threads=2)
+    run(cfg, out=tmp_path / "a")
+    run(cfg, out=tmp_path / "b")
+
+    def interrupt(step):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, out=tmp_path / "cut", on_step=interrupt)
+    run(cfg, out=tmp_path / "cut", resume=True)
+    a, b, cut = (load_run(tmp_path / k)[1].flat for k in ("a", "b", "cut"))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, cut)
+    serial = run(dataclasses.replace(cfg, threads=1), out=tmp_path / "serial")
+    assert serial["train_loss"] == pytest.approx(load_run(tmp_path / "a")[3].history[-1]["train_loss"], rel=1e-3)
+
+
+def test_the_test_elbo_does_not_depend_on_the_number_of_threads():
+    from minivae.train import evaluate_elbo
+    from minivae.vae import VAE
+
+    vae = VAE(x_dim=12, hidden=(7,), z_dim=3, seed=4)
+    x = (np.random.default_rng(5).random((2500, 12)) < 0.3).astype(np.float32)
+    one, two, three = (evaluate_elbo(vae, x, batch=1000, threads=t) for t in (1, 2, 3))
+    assert one == two == three
