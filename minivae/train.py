@@ -323,7 +323,8 @@ def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.nda
     whose floor applies to the whole batch's mean KL). The split is fixed, so a fixed number
     of workers gives the same result every time. The caller pins the BLAS (parallel.pinned)."""
     workers = len(part_flats)
-    parts = [p for p in np.array_split(np.arange(len(x)), workers) if len(p)]
+    bounds = np.linspace(0, len(x), workers + 1).round().astype(int)      # (workers + 1,)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]  # views, not copies
     part_grads = [vae.views(f) for f in part_flats]
 
     def part(k: int) -> LossAndGrads:
@@ -331,7 +332,7 @@ def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.nda
         return vae.loss_and_grads(x[p], eps[:, p], grads=part_grads[k], c=None if c is None else c[p], **kw)
 
     results = parallel.pool_map(part, range(len(parts)), workers)
-    weights = [len(p) / len(x) for p in parts]
+    weights = [(p.stop - p.start) / len(x) for p in parts]
 
     def combine(b: int) -> None:  # gflat[b : b + BLOCK] = sum_k weight_k * part k's gradient there
         block = slice(b, b + optim.BLOCK)
