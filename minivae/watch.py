@@ -3,9 +3,9 @@ r"""What training watches for, once per epoch: divergence, posterior collapse, o
 With $L_0$ the test -ELBO of the untrained model and $L^\star$ the best test -ELBO so far:
 the run has *diverged* when the epoch's training -ELBO and the test -ELBO after it both
 exceed $L_0 + \max(|L_0|,\ L_0 - L^\star)$; the posterior has *collapsed* when no latent
-unit is active or the rate is under 0.1 nats, two evaluations in a row from step 100 on; the model is
-*overfitting* when the test -ELBO has stayed above $L^\star + (L_0 - L^\star)/200$ for three
-evaluations while the training -ELBO fell.
+unit is active or the rate is under 0.1 nats, two evaluations in a row from step 100 on;
+the model is *overfitting* when the test -ELBO has stayed above
+$L^\star + (L_0 - L^\star)/200$ for three evaluations while the training -ELBO fell.
 
 Every rule reads the run's metrics history (one row per epoch, as :mod:`minivae.train`
 records it) and $L_0$, which the trainer measures on the model its config builds before
