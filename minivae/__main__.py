@@ -24,6 +24,7 @@ from .optim import OPTIMIZERS
 from .train import (DATASETS, N_CLASSES, TrainConfig, TrainingError, evaluate, load_run, load_split,
                     one_hot, train)
 from .vae import DTYPES
+from .watch import summary
 
 # AssignError is a ValueError; ImportError: an optional extra is missing (the message says which)
 USER_ERRORS = (DataError, CheckpointError, TrainingError, ValueError, OSError, ImportError)
@@ -227,6 +228,8 @@ def cmd_train(args) -> int:
               f"recon {row['test_recon']:.2f}, KL {row['test_kl']:.2f}; "
               f"{row['epoch']} epochs, training {row['seconds']:.0f} s, this command "
               f"{time.perf_counter() - start:.0f} s; saved in {out}")
+        if row["warnings"]:
+            print(summary(row["warnings"]))
     if row and cfg.dataset != "mnist":
         print(f"test perplexity <= {perplexity_bound(row['test_loss'], cfg):.1f} (from the ELBO)")
     return 0

@@ -7,8 +7,10 @@ therefore the parameters, the optimizer moments and the position ``(e, b)``;
 a run resumed from any checkpoint continues exactly as if it had never stopped.
 
 A run folder holds ``config.json``, ``checkpoint.npz`` (written atomically, no
-pickle), ``metrics.csv`` (rewritten from the checkpoint's history, so it never
-disagrees with it) and the figures. Taught in lesson 6.
+pickle), ``best.npz`` (the same, as it was after the epoch with the lowest test
+-ELBO so far), ``metrics.csv`` (rewritten from the checkpoint's history, so it never
+disagrees with it) and the figures. Every epoch's end is checked for divergence,
+posterior collapse and overfitting (:mod:`minivae.watch`). Taught in lesson 6.
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ from typing import Callable, TextIO
 
 import numpy as np
 
-from . import optim, parallel
+from . import optim, parallel, watch
 from .checkpoint import (CheckpointError, check_compatible, load_checkpoint, resolve_checkpoint,
                          save_checkpoint)
 from .data import binarize, binarize_static, load_mnist, validate_data
+from .diagnostics import active_units, kl_per_dimension
 from .likelihoods import LIKELIHOODS
 from .nn import ACTIVATIONS
 from .objectives import OBJECTIVES
@@ -49,7 +52,7 @@ EVAL_SEED = 20151231
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, unusable run folder); the message says why."""
+    """Training cannot go on (non-finite loss, divergence, unusable run folder); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -252,22 +255,26 @@ def evaluate_elbo(vae: VAE, x: np.ndarray, seed: int = EVAL_SEED, batch: int = 1
                   c: np.ndarray | None = None, threads: int | None = None) -> dict:
     """Mean -ELBO, distortion and rate over ``x`` (N, D) [context c (N, C)] with one
     latent sample per example, the noise fixed by ``seed``. Returns {"loss",
-    "recon", "kl"} in nats/example. Batches run on ``threads`` workers (default: the
-    cores), each with noise of its own (from ``seed`` and its index), summed in order:
-    the result does not depend on the number of threads."""
-    def part(k: int) -> tuple[float, float]:
+    "recon", "kl"} in nats/example and, from the same pass, the latent diagnostics
+    of :mod:`minivae.diagnostics`: "active_units" (int) and "kl_per_dim" (K,). Batches run
+    on ``threads`` workers (default: the cores), each with noise of its own (from ``seed``
+    and its index), joined in order: the result does not depend on the number of threads."""
+    def part(k: int):
         i = k * batch
         xb = x[i:i + batch]
         eps = np.random.default_rng([seed, k]).standard_normal((len(xb), vae.z_dim))
         t = vae.terms(xb, eps, None if c is None else c[i:i + batch])
-        return -float(t.log_px_z.sum()), float(t.kl.sum())
+        return -float(t.log_px_z.sum()), float(t.kl.sum()), t.mu, t.log_var
 
     workers = parallel.threads(threads)
     with parallel.pinned():
-        sums = parallel.pool_map(part, range(-(-len(x) // batch)), workers)
-    recon, kl = (sum(v[j] for v in sums) for j in (0, 1))
+        parts = parallel.pool_map(part, range(-(-len(x) // batch)), workers)
+    recon, kl = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    mus, log_vars = [p[2] for p in parts], [p[3] for p in parts]
     n = len(x)
-    return {"loss": (recon + kl) / n, "recon": recon / n, "kl": kl / n}
+    mu, log_var = np.concatenate(mus), np.concatenate(log_vars)                      # (N, K) each
+    return {"loss": (recon + kl) / n, "recon": recon / n, "kl": kl / n, "active_units": active_units(mu),
+            "kl_per_dim": kl_per_dimension(mu, log_var)}
 
 
 def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
@@ -281,14 +288,10 @@ def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
     "nll_se" (its Monte Carlo standard error), "ess" (mean effective sample size)
     and "iw_samples_per_s".
     """
-    from .diagnostics import active_units, kl_per_dimension
     from .estimate import estimate_log_px
 
-    parts = [np.stack(vae.encode(x[i:i + 1000], None if c is None else c[i:i + 1000]))
-             for i in range(0, len(x), 1000)]
-    mu, log_var = np.concatenate(parts, axis=1)                                      # (N, K) each
-    out = {"elbo": evaluate_elbo(vae, x, seed, c=c, threads=threads), "active_units": active_units(mu),
-           "kl_per_dim": kl_per_dimension(mu, log_var)}
+    elbo = evaluate_elbo(vae, x, seed, c=c, threads=threads)
+    out = {"elbo": elbo, "active_units": elbo["active_units"], "kl_per_dim": elbo["kl_per_dim"]}
     if iw:
         start = time.perf_counter()
         est = estimate_log_px(vae, x, iw, np.random.default_rng(seed + 1), progress=progress, c=c, threads=threads)
@@ -387,21 +390,31 @@ class RunState:
     train_sums: dict = field(default_factory=new_sums)
     history: list = field(default_factory=list)  # one dict per finished epoch
     seconds: float = 0.0  # training time so far, over all sessions
+    warnings: list = field(default_factory=list)  # the findings of minivae.watch: {"kind", "epoch", "text"}
 
 
-def save_run(out: Path, cfg: TrainConfig, vae: VAE, opt_state, rs: RunState) -> Path:
-    """Checkpoint the run atomically, then rewrite metrics.csv from its history."""
+#: the checkpoint of the epoch with the lowest test -ELBO so far, beside checkpoint.npz
+BEST_NAME = "best.npz"
+
+
+def save_run(out: Path, cfg: TrainConfig, vae: VAE, opt_state, rs: RunState, best: bool = False) -> Path:
+    """Checkpoint the run atomically, then rewrite metrics.csv from its history. With
+    ``best`` the same checkpoint is first written as ``best.npz``: a kill between the
+    two writes leaves a best.npz one epoch ahead of checkpoint.npz, and the resumed run
+    trains that epoch again to the same parameters and rewrites it."""
     arrays = {"params": vae.flat}
     arrays.update({f"opt.{k}": v for k, v in optim.state_arrays(opt_state).items()})
     meta = {"config": cfg.to_json(), "model": vae.config(), "opt_t": opt_state.t,
             "state": dataclasses.asdict(rs)}
+    if best:
+        save_checkpoint(out / BEST_NAME, arrays, meta)
     path = save_checkpoint(out / "checkpoint.npz", arrays, meta)
     write_metrics(out / "metrics.csv", rs.history)
     return path
 
 
 METRIC_KEYS = ("epoch", "step", "train_loss", "train_recon", "train_kl", "train_objective",
-               "test_loss", "test_recon", "test_kl", "seconds")
+               "test_loss", "test_recon", "test_kl", "test_active", "seconds")
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -456,6 +469,10 @@ def _run_state_problem(rs: RunState, opt_t) -> str | None:
     if not (isinstance(rs.history, list) and all(
             isinstance(row, dict) and all(v is None or number(v) for v in row.values()) for row in rs.history)):
         return "history must be a list of rows of numbers"
+    if not (isinstance(rs.warnings, list) and all(
+            isinstance(w, dict) and type(w.get("kind")) is str and type(w.get("epoch")) is int
+            and type(w.get("text")) is str for w in rs.warnings)):
+        return "warnings must be a list of {kind, epoch, text}"
     return None
 
 
@@ -549,7 +566,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
 def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
           stream: TextIO | None = None, figures: bool = True,
           data: Dataset | None = None, on_step: Callable[[int], None] | None = None) -> dict:
-    """Train a VAE as ``cfg`` says, in the run folder ``out``; returns the final metrics row.
+    """Train a VAE as ``cfg`` says, in the run folder ``out``; returns the final metrics row,
+    with the run's findings under "warnings" (see below).
 
     With ``resume`` the run continues from ``out``'s checkpoint; its stored config
     must equal ``cfg`` except ``epochs`` (which may grow unless the learning rate
@@ -557,6 +575,13 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     point and raises KeyboardInterrupt. ``progress`` turns the live status line
     on a terminal on or off; one line per epoch is always written to ``stream``.
     ``on_step(step)`` is called after every optimizer step (tests inject faults there).
+
+    Every epoch's end is checked (:mod:`minivae.watch`). A diverged run raises
+    :class:`TrainingError` naming the step, the loss and the advice; the diverged
+    epoch is not saved, and ``best.npz`` keeps the best epoch. Posterior collapse
+    and overfitting are written to ``stream`` as a line each when first seen and
+    returned as dicts ``{"kind": "collapse" | "overfitting", "epoch", "text"}``
+    in the row's "warnings" (those of earlier sessions of the run too).
     """
     out = Path(out)
     stream = sys.stdout if stream is None else stream  # looked up now: it may have been replaced
@@ -564,7 +589,7 @@ def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True,
     run.train()
     if figures:
         save_figures(run.vae, run.data, out, run.rs.history, cfg)
-    return run.rs.history[-1] if run.rs.history else {}
+    return {**run.rs.history[-1], "warnings": list(run.rs.warnings)} if run.rs.history else {}
 
 
 class _Run:
@@ -595,6 +620,7 @@ class _Run:
         self.part_flats = [np.zeros_like(self.gflat) for _ in range(self.workers)] if self.workers > 1 else []
         self.consistent = True  # False between the optimizer's update and the step's bookkeeping
         self.t0 = None          # start of the timed part of the current epoch
+        self.untrained = None   # the untrained model's test -ELBO, measured at the first epoch's end
 
     def train(self) -> None:
         """Epochs until ``cfg.epochs``; Ctrl-C saves at the next consistent point and re-raises."""
@@ -656,32 +682,68 @@ class _Run:
                          means["train_recon"], means["train_kl"], rate, ((self.cfg.epochs - rs.epoch) * n - done) / rate)
 
     def end_epoch(self, n0: int) -> None:
-        """Evaluate (every ``eval_every`` epochs and after the last), record the epoch's row,
-        move to the next epoch, checkpoint, and print the epoch's line."""
+        """Evaluate (every ``eval_every`` epochs and after the last), stop if the run has
+        diverged, record the epoch's row and findings, move to the next epoch, checkpoint
+        (as best.npz too when its test -ELBO is the lowest so far), and print the epoch's
+        line and any finding. The checks (:mod:`minivae.watch`) read the history only:
+        a resumed run decides exactly as an uninterrupted one."""
         cfg, rs = self.cfg, self.rs
         seconds = time.perf_counter() - self.t0
         self.t0 = None
+        train_means = sum_means(rs.train_sums)
         last = rs.epoch + 1 == cfg.epochs
-        if last or (rs.epoch + 1) % cfg.eval_every == 0:
-            c_test = one_hot(self.data.y_test, dtype=self.vae.dtype) if cfg.conditional else None
-            test = evaluate_elbo(self.vae, self.data.x_test, c=c_test)
-        else:
-            test = dict.fromkeys(("loss", "recon", "kl"))
-        row = {"epoch": rs.epoch + 1, "step": rs.step, **sum_means(rs.train_sums),
-               **{f"test_{k}": v for k, v in test.items()}, "seconds": rs.seconds + seconds}
+        test = self.evaluate() if last or (rs.epoch + 1) % cfg.eval_every == 0 else None
+        test = self.check_divergence(train_means["train_loss"], test)
+        row = {"epoch": rs.epoch + 1, "step": rs.step, **train_means, **_test_columns(test),
+               "seconds": rs.seconds + seconds}
+        history = rs.history + [row]
+        best = row["test_loss"] is not None and watch.best_row(history) is row
+        found = watch.findings(history, self.untrained, None if test is None else test["kl_per_dim"], cfg,
+                               {w["kind"] for w in rs.warnings}, self.best_file())
         trained = rs.train_sums["n"] - n0
         self.consistent = False  # the epoch's bookkeeping moves together
         rs.history.append(row)
+        rs.warnings.extend(found)
         rs.seconds += seconds
         rs.epoch, rs.batch, rs.train_sums = rs.epoch + 1, 0, new_sums()
         self.consistent = True
-        save_run(self.out, cfg, self.vae, self.opt_state, rs)
+        save_run(self.out, cfg, self.vae, self.opt_state, rs, best=best)
         rate = trained / max(seconds, 1e-9)
         eta = (cfg.epochs - rs.epoch) * len(self.data.x_train) / rate if rate > 0 else math.nan
         self.prog.line(f"epoch {row['epoch']}/{cfg.epochs}  train -ELBO {row['train_loss']:.2f} "
                        f"(recon {row['train_recon']:.2f}, KL {row['train_kl']:.2f})  "
-                       + (f"test -ELBO {row['test_loss']:.2f}  " if row["test_loss"] is not None else "")
+                       + (f"test -ELBO {row['test_loss']:.2f} (rate {row['test_kl']:.2f}, "
+                          f"{row['test_active']}/{cfg.z_dim} units active)  " if test else "")
                        + f"{rate:,.0f} samples/s  [{_fmt_time(rs.seconds)}, ETA {_fmt_time(eta)}]")
+        for f in found:
+            self.prog.line(f["text"])
+
+    def evaluate(self, vae: VAE | None = None) -> dict:
+        """:func:`evaluate_elbo` of the model (or ``vae``) on the test set."""
+        c_test = one_hot(self.data.y_test, dtype=self.vae.dtype) if self.cfg.conditional else None
+        return evaluate_elbo(self.vae if vae is None else vae, self.data.x_test, c=c_test)
+
+    def check_divergence(self, train_loss: float, test: dict | None) -> dict | None:
+        """Raise TrainingError, saving nothing, if the epoch's training -ELBO and the test
+        -ELBO after it are both beyond :func:`minivae.watch.divergence_limit`; the test set
+        is evaluated for it if this epoch had no evaluation. Returns ``test``, or that evaluation."""
+        if self.untrained is None:  # the model as the config builds it: the same in every session
+            self.untrained = self.evaluate(self.cfg.build())["loss"]
+        rs = self.rs
+        limit = watch.divergence_limit(self.untrained, rs.history)
+        if not watch.exceeds(train_loss, limit):
+            return test
+        test = test or self.evaluate()
+        if watch.exceeds(test["loss"], limit):
+            raise TrainingError(watch.divergence_text(rs.step, rs.epoch + 1, train_loss, test["loss"],
+                                                      self.untrained, limit, self.cfg.lr_at(rs.epoch),
+                                                      _kept(self.out, rs.history)))
+        return test
+
+    def best_file(self) -> str | None:
+        """The best epoch's checkpoint, if this run folder has one."""
+        path = self.out / BEST_NAME
+        return str(path) if path.exists() else None
 
     def interrupted(self) -> None:
         """Ctrl-C: save at a consistent point, or keep the last checkpoint if inside a step."""
@@ -713,10 +775,27 @@ def _check_finite(res, gflat: np.ndarray, rs: RunState, out: Path) -> None:
         return
     bad = [name for name, v in (("reconstruction", res.recon), ("KL", res.kl)) if not math.isfinite(v)]
     what = f"the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''}" if bad else "the gradient"
-    kept = (f"the last good checkpoint in {out} is kept" if (out / "checkpoint.npz").exists()
-            else "no checkpoint had been saved yet")
     raise TrainingError(f"step {rs.step + 1} (epoch {rs.epoch + 1}, batch {rs.batch + 1}): {what} became "
-                        f"non-finite; stopped without saving it, {kept} (try a smaller --lr)")
+                        f"non-finite; stopped without saving it, {_kept(out, rs.history)} (try a smaller --lr)")
+
+
+def _kept(out: Path, history: list[dict]) -> str:
+    """What a run stopped by a bad step or epoch leaves in ``out``, for its message."""
+    if not (out / "checkpoint.npz").exists():
+        return "no checkpoint had been saved yet"
+    best = watch.best_row(history)
+    if best is None or not (out / BEST_NAME).exists():
+        return f"the last good checkpoint in {out} is kept"
+    return (f"the last good checkpoint in {out} is kept, and {BEST_NAME} beside it holds the best epoch, "
+            f"{best['epoch']} (test -ELBO {best['test_loss']:.2f})")
+
+
+def _test_columns(test: dict | None) -> dict:
+    """A row's test columns from an evaluation (None where the epoch had none)."""
+    if test is None:
+        return dict.fromkeys(("test_loss", "test_recon", "test_kl", "test_active"))
+    return {"test_loss": test["loss"], "test_recon": test["recon"], "test_kl": test["kl"],
+            "test_active": test["active_units"]}
 
 
 def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: TrainConfig,

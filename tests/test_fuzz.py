@@ -522,9 +522,10 @@ def cli_sandbox(tmp_path, monkeypatch):
     def fake_train(cfg, out, resume=False, progress=True, figures=True, **kw):
         assert isinstance(cfg, TrainConfig) and isinstance(out, Path) and isinstance(resume, bool)
         calls.append(("train", cfg))
-        return {"epoch": cfg.epochs, "test_loss": 100.0, "test_recon": 90.0, "test_kl": 10.0, "seconds": 1.0}
+        return {"epoch": cfg.epochs, "test_loss": 100.0, "test_recon": 90.0, "test_kl": 10.0, "seconds": 1.0,
+                "warnings": []}
 
-    def fake_evaluate(vae, x, iw=0, progress=None, c=None):
+    def fake_evaluate(vae, x, iw=0, progress=None, c=None, threads=None):
         assert x.ndim == 2 and len(x) >= 1 and isinstance(iw, int) and iw >= 0
         calls.append(("evaluate",))
         out = {"elbo": {"loss": 100.0, "recon": 90.0, "kl": 10.0}, "active_units": 1,
