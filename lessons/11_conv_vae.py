@@ -15,28 +15,31 @@
 # %% [markdown]
 # ## A convolution is a matrix product
 #
-# Images are NCHW arrays, `x` (N, C, H, W). A layer of $F$ filters `w` (F, C, kh, kw) with
-# bias `b` (F,), stride $s$ and zero padding $p$ computes the cross-correlation
+# Images are channels-last arrays, `x` (N, H, W, C): each pixel's C values sit side by side.
+# A layer of $F$ filters `w` (F, C, kh, kw) with bias `b` (F,), stride $s$ and zero padding $p$
+# computes the cross-correlation
 #
-# $$ y_{n f h w} = b_f + \sum_{c=1}^{C}\sum_{i=0}^{k_h-1}\sum_{j=0}^{k_w-1} w_{f c i j}\; \tilde x_{n,\,c,\,s h + i,\,s w + j}, \qquad
+# $$ y_{n h w f} = b_f + \sum_{i=0}^{k_h-1}\sum_{j=0}^{k_w-1}\sum_{c=1}^{C} w_{f c i j}\; \tilde x_{n,\,s h + i,\,s w + j,\,c}, \qquad
 #    H' = \Big\lfloor \frac{H + 2p - k_h}{s} \Big\rfloor + 1 , $$
 #
 # where $\tilde x$ is $x$ padded with $p$ zeros on every side. For fixed $(n, h, w)$ the sum over
-# $(c, i, j)$ is a dot product between the filter, flattened to a row of length $C k_h k_w$,
+# $(i, j, c)$ is a dot product between the filter, flattened to a vector of length $k_h k_w C$,
 # and the *receptive field* under output pixel $(h, w)$, flattened the same way. So copy
 # every receptive field into one row of a matrix (**im2col**):
 #
-# $$ \mathrm{cols} \in \mathbb R^{(N H' W') \times (C k_h k_w)}, \qquad
-#    Y = \mathrm{cols}\; W^\top + b, \qquad W = \texttt{w.reshape(F, C*kh*kw)} \in \mathbb R^{F \times C k_h k_w}, $$
+# $$ \mathrm{cols} \in \mathbb R^{(N H' W') \times (k_h k_w C)}, \qquad
+#    Y = \mathrm{cols}\; W + b, \qquad W = \texttt{filters\_matrix(w)} \in \mathbb R^{k_h k_w C \times F}, $$
 #
 # and the whole layer is one GEMM, the operation CPUs do best. The price is memory: each
-# input pixel is copied into up to $k_h k_w$ rows.
+# input pixel is copied into up to $k_h k_w$ rows. Channels last, the copy is cheap to make:
+# the window under one kernel offset $(i, j)$ is, for every output pixel, a run of $C$
+# contiguous numbers, so im2col is $k_h k_w$ block copies.
 #
 # **Backward.** Given $\bar Y = \partial L/\partial Y$ laid out as (N H' W', F), the layer is the
 # affine map of lesson 1 applied to the rows of `cols`, so
 #
-# $$ \bar W = \bar Y^\top \mathrm{cols}, \qquad \bar b = \textstyle\sum_{\text{rows}} \bar Y, \qquad
-#    \overline{\mathrm{cols}} = \bar Y\, W, \qquad \bar x = \mathrm{col2im}\big(\overline{\mathrm{cols}}\big). $$
+# $$ \bar W = \mathrm{cols}^\top \bar Y, \qquad \bar b = \textstyle\sum_{\text{rows}} \bar Y, \qquad
+#    \overline{\mathrm{cols}} = \bar Y\, W^\top, \qquad \bar x = \mathrm{col2im}\big(\overline{\mathrm{cols}}\big). $$
 #
 # im2col is linear in $x$, so its backward is its adjoint (transpose) **col2im**: every entry
 # of $\overline{\mathrm{cols}}$ is *added* back onto the pixel it was copied from. A pixel that sat
@@ -70,27 +73,27 @@ print(f"quick mode: {QUICK}")
 
 def conv2d_by_definition(x, w, b, stride, pad):
     """The defining triple sum, one output pixel at a time: slow, obviously right."""
-    N, C, H, W = x.shape
+    N, H, W, C = x.shape
     F, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))      # (N, C, H+2p, W+2p)
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))      # (N, H+2p, W+2p, C)
     Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
-    y = np.empty((N, F, Ho, Wo))
+    y = np.empty((N, Ho, Wo, F))
     for n in range(N):
         for f in range(F):
             for h in range(Ho):
                 for v in range(Wo):
-                    window = xp[n, :, stride * h:stride * h + kh, stride * v:stride * v + kw]  # (C, kh, kw)
-                    y[n, f, h, v] = b[f] + np.sum(w[f] * window)
+                    window = xp[n, stride * h:stride * h + kh, stride * v:stride * v + kw, :]  # (kh, kw, C)
+                    y[n, h, v, f] = b[f] + np.sum(w[f].transpose(1, 2, 0) * window)
     return y
 
 
-x = rng.standard_normal((2, 3, 7, 6))                            # (N, C, H, W)
+x = rng.standard_normal((2, 7, 6, 3))                            # (N, H, W, C)
 w = rng.standard_normal((4, 3, 3, 3))                            # (F, C, kh, kw)
 b = rng.standard_normal(4)                                       # (F,)
 y, cache = conv2d_forward(x, w, b, stride=2, pad=1)
 cols = im2col(x, 3, 3, stride=2, pad=1)
 print(f"x {x.shape} -> cols {cols.shape} -> y {y.shape}")
-assert y.shape == (2, 4, 4, 3) and cols.shape == (2 * 4 * 3, 3 * 3 * 3)
+assert y.shape == (2, 4, 3, 4) and cols.shape == (2 * 4 * 3, 3 * 3 * 3)
 assert np.max(np.abs(y - conv2d_by_definition(x, w, b, 2, 1))) < 1e-12
 
 G = rng.standard_normal(cols.shape)                              # any matrix of cols' shape
@@ -109,16 +112,16 @@ assert abs(lhs - rhs) < 1e-10 * abs(lhs)
 # %%
 errors = {}
 for stride, pad, k in [(1, 0, 3), (1, 1, 3), (2, 1, 3), (2, 0, 2), (2, 1, 4)]:
-    xs = rng.standard_normal((2, 2, 6, 5))                       # (N, C, H, W)
+    xs = rng.standard_normal((2, 6, 5, 2))                       # (N, H, W, C)
     ws = rng.standard_normal((3, 2, k, k))                       # (F, C, k, k)
     bs = rng.standard_normal(3)
     errs = check_backward(lambda x_, w_, b_: conv2d_forward(x_, w_, b_, stride, pad), conv2d_backward,
                           [xs, ws, bs], rng)
     errors[f"conv2d k{k} s{stride} p{pad} (dx, dw, db)"] = errs
 errors["depth_to_space r=2"] = check_backward(lambda x_: depth_to_space_forward(x_, 2), depth_to_space_backward,
-                                              [rng.standard_normal((2, 8, 3, 4))], rng)
+                                              [rng.standard_normal((2, 3, 4, 8))], rng)
 errors["space_to_depth r=2"] = check_backward(lambda y_: space_to_depth_forward(y_, 2), space_to_depth_backward,
-                                              [rng.standard_normal((2, 2, 6, 8))], rng)
+                                              [rng.standard_normal((2, 6, 8, 2))], rng)
 for name, errs in errors.items():
     print(f"{name:36s} " + "  ".join(f"{e:.1e}" for e in errs))
 assert max(max(e) for e in errors.values()) <= 1e-7
@@ -140,8 +143,8 @@ assert max(max(e) for e in errors.values()) <= 1e-7
 # above each low-resolution pixel as $r^2$ separate channels of an ordinary stride-1
 # convolution at low resolution, then rearranges them (**depth-to-space**):
 #
-# $$ y_{n,\,c,\,h r + i,\,w r + j} = x_{n,\,c r^2 + i r + j,\,h,\,w}, \qquad
-#    (N, C r^2, H, W) \to (N, C, H r, W r). $$
+# $$ y_{n,\,h r + i,\,w r + j,\,c} = x_{n,\,h,\,w,\,c r^2 + i r + j}, \qquad
+#    (N, H, W, C r^2) \to (N, H r, W r, C). $$
 #
 # Depth-to-space only moves entries, so its backward is its inverse, space-to-depth (checked
 # above). Every output pixel is now computed by one full $k \times k$ kernel on the
@@ -155,17 +158,17 @@ assert max(max(e) for e in errors.values()) <= 1e-7
 
 # %%
 def transposed_conv(u, w, stride, pad, out_hw):
-    """The adjoint of conv2d_forward(., w, stride, pad) on (N, C, *out_hw): u (N, F, H', W') -> (N, C, *out_hw)."""
+    """The adjoint of conv2d_forward(., w, stride, pad) on (N, *out_hw, C): u (N, H', W', F) -> (N, *out_hw, C)."""
     F, C = w.shape[:2]
-    _, c = conv2d_forward(np.zeros((len(u), C) + out_hw), w, np.zeros(F), stride, pad)
+    _, c = conv2d_forward(np.zeros((len(u),) + out_hw + (C,)), w, np.zeros(F), stride, pad)
     return conv2d_backward(u, c)[0]
 
 
-ones = np.ones((1, 1, 7, 7))                                     # a constant 7 x 7 input
-cover_t3 = transposed_conv(ones, np.ones((1, 1, 3, 3)), 2, 1, (14, 14))[0, 0]  # k = 3, s = 2
-cover_t4 = transposed_conv(ones, np.ones((1, 1, 4, 4)), 2, 1, (14, 14))[0, 0]  # k = 4, s = 2
-low = conv2d_forward(ones, np.ones((4, 1, 3, 3)), np.zeros(4), 1, 1)[0]       # (1, 4, 7, 7)
-cover_sp = depth_to_space(low, 2)[0, 0]                          # (14, 14), sub-pixel k = 3, r = 2
+ones = np.ones((1, 7, 7, 1))                                     # a constant 7 x 7 input
+cover_t3 = transposed_conv(ones, np.ones((1, 1, 3, 3)), 2, 1, (14, 14))[0, :, :, 0]  # k = 3, s = 2
+cover_t4 = transposed_conv(ones, np.ones((1, 1, 4, 4)), 2, 1, (14, 14))[0, :, :, 0]  # k = 4, s = 2
+low = conv2d_forward(ones, np.ones((4, 1, 3, 3)), np.zeros(4), 1, 1)[0]       # (1, 7, 7, 4)
+cover_sp = depth_to_space(low, 2)[0, :, :, 0]                    # (14, 14), sub-pixel k = 3, r = 2
 inner = (slice(2, -2), slice(2, -2))
 for name, cov in [("transposed, k=3 s=2", cover_t3), ("transposed, k=4 s=2", cover_t4),
                   ("sub-pixel,  k=3 r=2", cover_sp)]:
@@ -178,9 +181,9 @@ assert np.ptp(cover_t4[inner]) == 0 and np.ptp(cover_sp[inner]) == 0  # even
 #
 # `minivae.convvae.ConvVAE` keeps everything of `VAE` except the two networks:
 #
-#     x (N,1,28,28) ─conv 3x3 s2─▶ (N,c1,14,14) ─conv 3x3 s2─▶ (N,c2,7,7) ─flatten─▶ mu, log_var
-#     z ─affine─▶ (N,c2,7,7) ─conv 3x3 → 4 c1─▶ depth-to-space ─▶ (N,c1,14,14)
-#                            ─conv 3x3 → 4─▶ depth-to-space ─▶ (N,1,28,28) logits
+#     x (N,28,28,1) ─conv 3x3 s2─▶ (N,14,14,c1) ─conv 3x3 s2─▶ (N,7,7,c2) ─flatten─▶ mu, log_var
+#     z ─affine─▶ (N,7,7,c2) ─conv 3x3 → 4 c1─▶ depth-to-space ─▶ (N,14,14,c1)
+#                            ─conv 3x3 → 4─▶ depth-to-space ─▶ (N,28,28,1) logits
 #
 # Weight sharing makes it small: a 3 × 3 filter is reused at every position. Before training,
 # the end-to-end check of lesson 6, now through convolutions and depth-to-space: the gradient

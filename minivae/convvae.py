@@ -20,10 +20,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .conv import (Conv2dCache, ShuffleCache, conv2d_backward, conv2d_forward, depth_to_space_backward,
-                   depth_to_space_forward)
+from .conv import (Conv2dCache, ScatterCache, ShuffleCache, conv2d_backward, conv2d_forward,
+                   conv2d_scatter_backward, conv2d_scatter_forward, depth_to_space_backward, depth_to_space_forward)
 from .nn import ActCache, AffineCache, affine_backward, affine_forward
 from .vae import VAE
+from .winograd import WinogradCache, winograd_conv3x3_backward, winograd_conv3x3_forward
 
 __all__ = ["ConvVAE", "ConvEncoderCache", "ConvDecoderCache"]
 
@@ -33,7 +34,7 @@ class ConvEncoderCache(NamedTuple):
     act0: ActCache
     conv1: Conv2dCache
     act1: ActCache
-    maps_shape: tuple[int, ...]   # (N, f2, H/4, W/4), the feature maps the heads read, flattened
+    maps_shape: tuple[int, ...]   # (N, H/4, W/4, f2), the feature maps the heads read, flattened
     mu: AffineCache
     log_var: AffineCache
 
@@ -41,13 +42,13 @@ class ConvEncoderCache(NamedTuple):
 class ConvDecoderCache(NamedTuple):
     fc: AffineCache
     act_fc: ActCache
-    conv0: Conv2dCache
+    conv0: WinogradCache
     up0: ShuffleCache
     act0: ActCache
-    conv1: Conv2dCache
+    conv1: ScatterCache
     up1: ShuffleCache
     lead: tuple[int, ...]         # z's leading shape, (S, N)
-    out_shape: tuple[int, ...]    # (S*N, P, H, W)
+    out_shape: tuple[int, ...]    # (S*N, H, W, P)
 
 
 class ConvVAE(VAE):
@@ -103,11 +104,12 @@ class ConvVAE(VAE):
         """x (N, C*H*W) [, c (N, C)] -> mu (N, K), the raw log-variance (N, K), ConvEncoderCache."""
         p, act = self._params, self._act_forward
         N = len(x)
-        a0, conv0 = conv2d_forward(x.reshape((N,) + self.image_shape), p["enc.conv0.W"], p["enc.conv0.b"], 2, 1)
-        h0, act0 = act(a0)                                                    # (N, f1, H/2, W/2)
+        image = x.reshape((N,) + self.image_shape).transpose(0, 2, 3, 1)     # (N, H, W, C): channels last
+        a0, conv0 = conv2d_forward(image, p["enc.conv0.W"], p["enc.conv0.b"], 2, 1)
+        h0, act0 = act(a0)                                                    # (N, H/2, W/2, f1)
         a1, conv1 = conv2d_forward(h0, p["enc.conv1.W"], p["enc.conv1.b"], 2, 1)
-        h1, act1 = act(a1)                                                    # (N, f2, H/4, W/4)
-        h = h1.reshape(N, -1)                                                 # (N, f2*H/4*W/4)
+        h1, act1 = act(a1)                                                    # (N, H/4, W/4, f2)
+        h = h1.transpose(0, 3, 1, 2).reshape(N, -1)                           # (N, f2*H/4*W/4), channels first
         if c is not None:
             h = np.concatenate([h, c], axis=1)                                # (N, flat + C)
         mu, mu_cache = affine_forward(h, p["enc.mu.W"], p["enc.mu.b"])      # (N, K)
@@ -120,10 +122,11 @@ class ConvVAE(VAE):
         self._put(grads, "enc.mu", dW, db)
         dh_lv, dW, db = affine_backward(draw, cache.log_var)
         self._put(grads, "enc.log_var", dW, db)
-        dh1 = (dh_mu + dh_lv)[:, :int(np.prod(cache.maps_shape[1:]))].reshape(cache.maps_shape)  # no context
+        N, h4, w4, f2 = cache.maps_shape
+        dh1 = (dh_mu + dh_lv)[:, :f2 * h4 * w4].reshape(N, f2, h4, w4).transpose(0, 2, 3, 1)  # no context
         dh0, dW, db = conv2d_backward(self._act_backward(dh1, cache.act1), cache.conv1)
         self._put(grads, "enc.conv1", dW, db)
-        _, dW, db = conv2d_backward(self._act_backward(dh0, cache.act0), cache.conv0, input_grad=False)  # data
+        _, dW, db = conv2d_backward(self._act_backward(dh0, cache.act0), _skip_input_gradient(cache.conv0))
         self._put(grads, "enc.conv0", dW, db)
 
     # ------------------------------------------------------------ decoder
@@ -137,22 +140,33 @@ class ConvVAE(VAE):
         M, (h4, w4), f2 = len(z), self._grid, self.channels[1]
         a, fc = affine_forward(z, p["dec.fc.W"], p["dec.fc.b"])
         h, act_fc = act(a)
-        a0, conv0 = conv2d_forward(h.reshape(M, f2, h4, w4), p["dec.conv0.W"], p["dec.conv0.b"], 1, 1)
-        u0, up0 = depth_to_space_forward(a0, 2)                               # (M, f1, H/2, W/2)
+        maps = h.reshape(M, f2, h4, w4).transpose(0, 2, 3, 1)               # (M, H/4, W/4, f2)
+        a0, conv0 = winograd_conv3x3_forward(maps, p["dec.conv0.W"], p["dec.conv0.b"])
+        u0, up0 = depth_to_space_forward(a0, 2)                               # (M, H/2, W/2, f1)
         h0, act0 = act(u0)
-        a1, conv1 = conv2d_forward(h0, p["dec.conv1.W"], p["dec.conv1.b"], 1, 1)  # (M, 4P, H/2, W/2)
-        out, up1 = depth_to_space_forward(a1, 2)                              # (M, P, H, W)
+        a1, conv1 = conv2d_scatter_forward(h0, p["dec.conv1.W"], p["dec.conv1.b"], 1, 1)  # (M, H/2, W/2, 4P)
+        out, up1 = depth_to_space_forward(a1, 2)                              # (M, H, W, P)
         cache = ConvDecoderCache(fc, act_fc, conv0, up0, act0, conv1, up1, lead, out.shape)
-        return out.reshape(lead + (-1,)), cache
+        return out.transpose(0, 3, 1, 2).reshape(lead + (-1,)), cache         # channels first, like x
 
     def _decoder_backward(self, dout, cache: ConvDecoderCache, grads) -> np.ndarray:
         """dout (..., N, P*H*W) -> dz (..., N, K), filling the decoder's gradients."""
-        da1 = depth_to_space_backward(dout.reshape(cache.out_shape), cache.up1)   # (M, 4P, H/2, W/2)
-        dh0, dW, db = conv2d_backward(da1, cache.conv1)
+        M, H, W, P = cache.out_shape
+        dout = dout.reshape(M, P, H, W).transpose(0, 2, 3, 1)                 # (M, H, W, P)
+        da1 = depth_to_space_backward(dout, cache.up1)                        # (M, H/2, W/2, 4P)
+        dh0, dW, db = conv2d_scatter_backward(da1, cache.conv1)
         self._put(grads, "dec.conv1", dW, db)
-        da0 = depth_to_space_backward(self._act_backward(dh0, cache.act0), cache.up0)  # (M, 4 f1, H/4, W/4)
-        dh, dW, db = conv2d_backward(da0, cache.conv0)
+        da0 = depth_to_space_backward(self._act_backward(dh0, cache.act0), cache.up0)  # (M, H/4, W/4, 4 f1)
+        dmaps, dW, db = winograd_conv3x3_backward(da0, cache.conv0)
         self._put(grads, "dec.conv0", dW, db)
-        dz, dW, db = affine_backward(self._act_backward(dh.reshape(len(dh), -1), cache.act_fc), cache.fc)
+        dh = dmaps.transpose(0, 3, 1, 2).reshape(M, -1)                       # (M, f2*H/4*W/4)
+        dz, dW, db = affine_backward(self._act_backward(dh, cache.act_fc), cache.fc)
         self._put(grads, "dec.fc", dW, db)                                    # dz (M, K + C)
         return dz[:, :self.z_dim].reshape(cache.lead + (self.z_dim,))
+
+
+def _skip_input_gradient(cache: Conv2dCache) -> Conv2dCache:
+    """The cache of a convolution that reads data, for :func:`minivae.conv.conv2d_backward`:
+    its input given no channels (and the filters none to read), so the input's gradient,
+    which nobody needs, is an empty product and an empty col2im. dw and db come out unchanged."""
+    return cache._replace(x_shape=cache.x_shape[:3] + (0,), w=cache.w[:, :0])
