@@ -99,6 +99,22 @@ class ConvVAE(VAE):
         w = self.shapes[name.rsplit(".", 1)[0] + ".W"]
         return int(np.prod(w[1:])) if len(w) == 4 else w[0]  # conv: channels * kh * kw
 
+    # ------------------------------------------------------------ sub-pixel filter order
+    def _subpixel(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """The filters (4C, C_in, 3, 3) and bias (4C,) of a layer before depth-to-space, their outputs
+        reordered from the stored c*4 + k (PyTorch's ``pixel_shuffle`` order, so parameters and
+        checkpoints match PyTorch's) to k*C + c, the order of :func:`minivae.conv.depth_to_space`
+        (k = 2i + j, the sub-pixel)."""
+        w, b = self._params[layer + ".W"], self._params[layer + ".b"]
+        C = len(b) // 4
+        return w.reshape((C, 4) + w.shape[1:]).swapaxes(0, 1).reshape(w.shape), b.reshape(C, 4).T.reshape(-1)
+
+    def _put_subpixel(self, grads: dict, layer: str, dW: np.ndarray, db: np.ndarray) -> None:
+        """Store the gradients of a :meth:`_subpixel` layer, back in the stored order."""
+        C = len(db) // 4
+        self._put(grads, layer, dW.reshape((4, C) + dW.shape[1:]).swapaxes(0, 1).reshape(dW.shape),
+                  db.reshape(4, C).T.reshape(-1))
+
     # ------------------------------------------------------------ encoder
     def _encoder_forward(self, x: np.ndarray, c: np.ndarray | None = None):
         """x (N, C*H*W) [, c (N, C)] -> mu (N, K), the raw log-variance (N, K), ConvEncoderCache."""
@@ -141,10 +157,10 @@ class ConvVAE(VAE):
         a, fc = affine_forward(z, p["dec.fc.W"], p["dec.fc.b"])
         h, act_fc = act(a)
         maps = h.reshape(M, f2, h4, w4).transpose(0, 2, 3, 1)               # (M, H/4, W/4, f2)
-        a0, conv0 = winograd_conv3x3_forward(maps, p["dec.conv0.W"], p["dec.conv0.b"])
+        a0, conv0 = winograd_conv3x3_forward(maps, *self._subpixel("dec.conv0"))
         u0, up0 = depth_to_space_forward(a0, 2)                               # (M, H/2, W/2, f1)
         h0, act0 = act(u0)
-        a1, conv1 = conv2d_scatter_forward(h0, p["dec.conv1.W"], p["dec.conv1.b"], 1, 1)  # (M, H/2, W/2, 4P)
+        a1, conv1 = conv2d_scatter_forward(h0, *self._subpixel("dec.conv1"), 1, 1)  # (M, H/2, W/2, 4P)
         out, up1 = depth_to_space_forward(a1, 2)                              # (M, H, W, P)
         cache = ConvDecoderCache(fc, act_fc, conv0, up0, act0, conv1, up1, lead, out.shape)
         return out.transpose(0, 3, 1, 2).reshape(lead + (-1,)), cache         # channels first, like x
@@ -155,10 +171,10 @@ class ConvVAE(VAE):
         dout = dout.reshape(M, P, H, W).transpose(0, 2, 3, 1)                 # (M, H, W, P)
         da1 = depth_to_space_backward(dout, cache.up1)                        # (M, H/2, W/2, 4P)
         dh0, dW, db = conv2d_scatter_backward(da1, cache.conv1)
-        self._put(grads, "dec.conv1", dW, db)
+        self._put_subpixel(grads, "dec.conv1", dW, db)
         da0 = depth_to_space_backward(self._act_backward(dh0, cache.act0), cache.up0)  # (M, H/4, W/4, 4 f1)
         dmaps, dW, db = winograd_conv3x3_backward(da0, cache.conv0)
-        self._put(grads, "dec.conv0", dW, db)
+        self._put_subpixel(grads, "dec.conv0", dW, db)
         dh = dmaps.transpose(0, 3, 1, 2).reshape(M, -1)                       # (M, f2*H/4*W/4)
         dz, dW, db = affine_backward(self._act_backward(dh, cache.act_fc), cache.fc)
         self._put(grads, "dec.fc", dW, db)                                    # dz (M, K + C)

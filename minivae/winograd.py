@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .conv import _check
+from .conv import _check, column_sums
 
 __all__ = ["BT", "G", "AT", "winograd_conv3x3_forward", "winograd_conv3x3_backward"]
 
@@ -80,9 +80,9 @@ def winograd_conv3x3_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     U = (_GG.astype(x.dtype) @ w.transpose(2, 3, 1, 0).reshape(9, -1)).reshape(36, C, F)  # G g G^T
     M = V @ U                                                           # (36, T, F): 36 GEMMs
     Y = (_AA.astype(x.dtype) @ M.reshape(36, -1)).reshape(4, 4, N, th, tw, F)  # A^T M A
-    y = Y.transpose(2, 3, 0, 4, 1, 5).reshape(N, 4 * th, 4 * tw, F)[:, :H, :W]  # (N, H, W, F)
-    y += b
-    return y, WinogradCache(x.shape, V, U)
+    y = np.empty((N, th, 4, tw, 4, F), dtype=x.dtype)                   # the tiles in place, plus the bias
+    np.add(Y.transpose(2, 3, 0, 4, 1, 5), b, out=y)
+    return y.reshape(N, 4 * th, 4 * tw, F)[:, :H, :W], WinogradCache(x.shape, V, U)  # (N, H, W, F)
 
 
 def winograd_conv3x3_backward(dy: np.ndarray, cache: WinogradCache):
@@ -95,9 +95,11 @@ def winograd_conv3x3_backward(dy: np.ndarray, cache: WinogradCache):
     N, H, W, C = cache.x_shape
     F = cache.U.shape[2]
     th, tw = -(-H // 4), -(-W // 4)
-    dyp = np.zeros((N, 4 * th, 4 * tw, F), dtype=dy.dtype)             # the outputs past H, W had no effect
-    dyp[:, :H, :W] = dy
-    dY = dyp.reshape(N, th, 4, tw, 4, F).transpose(2, 4, 0, 1, 3, 5)   # (4, 4, N, th, tw, F)
+    dY = np.zeros((4, 4, N, th, tw, F), dtype=dy.dtype)                # entry (a, c) of every output tile
+    for a in range(4):
+        for c in range(4):  # the outputs past H, W had no effect: their gradient stays 0
+            part = dy[:, a::4, c::4]
+            dY[a, c, :, :part.shape[1], :part.shape[2]] = part
     dM = (_AA.T.astype(dy.dtype) @ dY.reshape(16, -1)).reshape(36, -1, F)  # (36, T, F)
     dU = cache.V.transpose(0, 2, 1) @ dM                                # (36, C, F)
     dw = (_GG.T.astype(dy.dtype) @ dU.reshape(36, -1)).reshape(3, 3, C, F).transpose(3, 2, 0, 1)
@@ -107,4 +109,4 @@ def winograd_conv3x3_backward(dy: np.ndarray, cache: WinogradCache):
     for a in range(6):
         for c in range(6):  # within one (a, c) the tiles do not overlap: += is exact
             dxp[:, a:a + 4 * th:4, c:c + 4 * tw:4] += dd[a, c]
-    return dxp[:, 1:H + 1, 1:W + 1], dw, dy.sum(axis=(0, 1, 2))
+    return dxp[:, 1:H + 1, 1:W + 1], dw, column_sums(dy.reshape(-1, F))

@@ -63,7 +63,7 @@ def naive_depth_to_space(x, r):
                 for w in range(W):
                     for i in range(r):
                         for j in range(r):
-                            y[n, h * r + i, w * r + j, c] = x[n, h, w, c * r * r + i * r + j]
+                            y[n, h * r + i, w * r + j, c] = x[n, h, w, (i * r + j) * C + c]
     return y
 
 
@@ -218,8 +218,7 @@ def test_subpixel_upsampling_multiplies_height_and_width(r):
     y, _ = depth_to_space_forward(h, r)
     assert y.shape == (N, H * r, W * r, C)
     # each low-resolution pixel becomes an r x r block of its own channels
-    np.testing.assert_array_equal(y[:, :r, :r, :].transpose(0, 3, 1, 2).reshape(N, C, r * r),
-                                  h[:, 0, 0, :].reshape(N, C, r * r))
+    np.testing.assert_array_equal(y[:, :r, :r, :].reshape(N, r * r * C), h[:, 0, 0, :])
 
 
 # ---------------------------------------------------------------- gradient checks
