@@ -40,7 +40,8 @@ from .estimate import estimate_log_px
 from .train import keep_freed_memory
 from .vae import VAE
 
-__all__ = ["train_step_timer", "gemm_floor_timer", "torch_step_timer", "main"]
+__all__ = ["train_step_timer", "gemm_shapes", "conv_gemm_shapes", "gemm_floor_timer", "torch_step_timer",
+           "torch_loss", "main"]
 
 
 # Seconds of rest before each timing. NumPy's BLAS threads and PyTorch's OpenMP
@@ -142,21 +143,8 @@ def torch_step_timer(vae: VAE, batch: int, rng: np.random.Generator, compile: bo
         torch.set_num_threads(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
     except (ImportError, ValueError, KeyError):
         pass
-    acts = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-            "softplus": torch.nn.functional.softplus,
-            "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.01)}
-    act = acts[vae.activation]
     P = {k: torch.tensor(np.array(v, np.float32), requires_grad=True) for k, v in vae.params.items()}
-    encode, decode = (_torch_conv_nets if isinstance(vae, ConvVAE) else _torch_mlp_nets)(vae, P, act)
-
-    def loss_fn(x, eps):
-        mu, log_var = encode(x)
-        z = mu + torch.exp(0.5 * log_var) * eps
-        logits = decode(z)
-        recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-        kl = 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1 - log_var)
-        return (recon + kl) / x.shape[0]
-
+    loss_fn = torch_loss(vae, P)
     if compile:
         loss_fn = torch.compile(loss_fn)
     opt = torch.optim.Adam(list(P.values()), lr=1e-4)
@@ -168,6 +156,27 @@ def torch_step_timer(vae: VAE, batch: int, rng: np.random.Generator, compile: bo
         loss_fn(x, eps).backward()
         opt.step()
     return step
+
+
+def torch_loss(vae: VAE, P: dict):
+    """The model's loss in PyTorch, x (N, D), eps (N, K) -> the mean negative ELBO, on the
+    tensors ``P`` (name -> tensor, the values of ``vae.params``): summed BCE with logits plus
+    the closed-form KL."""
+    import torch
+    acts = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+            "softplus": torch.nn.functional.softplus,
+            "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.01)}
+    nets = _torch_conv_nets if isinstance(vae, ConvVAE) else _torch_mlp_nets
+    encode, decode = nets(vae, P, acts[vae.activation])
+
+    def loss_fn(x, eps):
+        mu, log_var = encode(x)
+        z = mu + torch.exp(0.5 * log_var) * eps
+        logits = decode(z)
+        recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kl = 0.5 * torch.sum(mu * mu + torch.exp(log_var) - 1 - log_var)
+        return (recon + kl) / x.shape[0]
+    return loss_fn
 
 
 def _torch_mlp_nets(vae: VAE, P: dict, act):
