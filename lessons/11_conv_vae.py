@@ -58,13 +58,15 @@ from matplotlib.figure import Figure
 
 from minivae import VAE
 from minivae import plots
-from minivae.conv import (col2im, conv2d_backward, conv2d_forward, depth_to_space,
+from minivae.conv import (col2im, conv2d_backward, conv2d_forward, conv2d_scatter_forward, depth_to_space,
                           depth_to_space_backward, depth_to_space_forward, im2col,
                           space_to_depth_backward, space_to_depth_forward)
 from minivae.convvae import ConvVAE
 from minivae.gradcheck import check_backward, check_params
 from minivae.lessons import out_dir, quick, show
 from minivae.train import TrainConfig, evaluate_elbo, load_run, load_split, train
+from minivae import winograd
+from minivae.winograd import winograd_conv3x3_backward, winograd_conv3x3_forward
 
 QUICK = quick()
 rng = np.random.default_rng(11)
@@ -175,6 +177,52 @@ for name, cov in [("transposed, k=3 s=2", cover_t3), ("transposed, k=4 s=2", cov
     print(f"{name}: interior coverage values {sorted(set(cov[inner].ravel().tolist()))}")
 assert set(cover_t3[inner].ravel().tolist()) == {1.0, 2.0, 4.0}   # uneven: a checkerboard
 assert np.ptp(cover_t4[inner]) == 0 and np.ptp(cover_sp[inner]) == 0  # even
+
+# %% [markdown]
+# ## The same convolution in fewer steps: what the model runs
+#
+# im2col is the idea; two rearrangements of the same sum make the model's layers cheaper,
+# and both are held equal to it (here, and in the tests).
+#
+# **Taps first.** Swap the order of the sums: multiply every *input* pixel by every kernel
+# tap first, $Z_{n h w, (i j f)} = \sum_c x_{n h w c}\, w_{f c i j}$ (one GEMM with $k_h k_w F$
+# columns), then let each output add up the $k_h k_w$ products that reach it,
+# $y_{n h w f} = b_f + \sum_{i,j} Z_{n,\,s h + i - p,\,s w + j - p,\,(i j f)}$. Same numbers;
+# the buffer holds $k_h k_w F$ values per pixel where im2col's holds $k_h k_w C$. The decoder's
+# last layer has $C = 32$ inputs and $F = 4$ outputs: 8 times less to write and read.
+# (Its backward is the mirror image, an im2col of $\bar y$.)
+#
+# **Winograd's minimal filtering** (Lavin & Gray 2016) saves multiplications. In one dimension,
+# four outputs of a 3-tap filter, $y_k = \sum_{i<3} g_i d_{k+i}$, need 12 products done directly,
+# but only 6 as $y = A^\top\big[(G g) \odot (B^\top d)\big]$: transform the 6 inputs and the 3
+# taps, multiply elementwise, transform back. The constant matrices come from evaluating the
+# polynomials $d(t)$ and $g(t)$ at 6 points and interpolating their product (a polynomial of
+# degree 7, whose middle coefficients are the $y_k$). Nested over rows and columns, a 6 × 6
+# input tile gives a 4 × 4 output tile with 36 products instead of 144, and since each of
+# the 36 is summed over input channels, each is a matrix product: (tiles, C) @ (C, F). The
+# transforms are fixed linear maps, so the backward pass is their transposes, as for any
+# linear layer. The decoder's first convolution (the model's largest) runs this way.
+
+# %%
+d6, g3 = rng.standard_normal(6), rng.standard_normal(3)
+direct = np.array([d6[k:k + 3] @ g3 for k in range(4)])        # 12 multiplications
+minimal = winograd.AT @ ((winograd.G @ g3) * (winograd.BT @ d6))  # 6 (G g is computed once per filter)
+print(f"4 outputs of a 3-tap filter: direct {np.round(direct, 6)}, Winograd {np.round(minimal, 6)}")
+assert np.allclose(direct, minimal, rtol=1e-12, atol=1e-12)
+
+xs = rng.standard_normal((2, 7, 7, 5))                           # (N, H, W, C), 7 x 7 like the decoder's
+ws, bs = rng.standard_normal((6, 5, 3, 3)), rng.standard_normal(6)
+y_im2col, _ = conv2d_forward(xs, ws, bs, stride=1, pad=1)
+for name, y_fast in [("taps first", conv2d_scatter_forward(xs, ws, bs, 1, 1)[0]),
+                     ("Winograd", winograd_conv3x3_forward(xs, ws, bs)[0])]:
+    print(f"{name:10s}: largest difference from im2col {np.abs(y_fast - y_im2col).max():.1e}")
+    assert np.allclose(y_fast, y_im2col, rtol=1e-11, atol=1e-11)
+wino_errors = check_backward(winograd_conv3x3_forward, winograd_conv3x3_backward, [xs, ws, bs], rng)
+print("Winograd backward vs finite differences (dx, dw, db): " + "  ".join(f"{e:.1e}" for e in wino_errors))
+assert max(wino_errors) <= 1e-7
+C_in, F_out, tiles = 64, 128, 2 * 2                               # the decoder's layer: 7 x 7 -> 2 x 2 tiles
+print(f"multiply-adds per image, decoder's 3x3 layer: im2col {49 * 9 * C_in * F_out:,}, "
+      f"Winograd {tiles * 36 * C_in * F_out:,} (its 4 x 4 tiles cover 8 x 8)")
 
 # %% [markdown]
 # ## The convolutional VAE
@@ -294,6 +342,9 @@ show(fig, "11_upsampling_coverage.png")
 #
 # * A convolution is an affine map applied to the rows of im2col; its backward is the affine
 #   backward followed by col2im, the adjoint that sums overlapping windows.
+# * The same sum can be computed in other orders: taps first (cheaper with few filters), or
+#   by Winograd's minimal filtering (36 products per 4 × 4 tile instead of 144). The model
+#   runs these; tests hold them equal to im2col.
 # * Upsampling by a strided transposed convolution stamps kernels with uneven overlap when the
 #   kernel size is not a multiple of the stride: checkerboards. Sub-pixel convolution (a
 #   stride-1 convolution to $r^2$ times the channels, then depth-to-space) gives every output
