@@ -1,9 +1,9 @@
 r"""A convolutional VAE: the same objective, a convolutional encoder and a
 sub-pixel convolutional decoder.
 
-    x (N, 1, 28, 28) ─conv 3x3 s2─▶ (N, f1, 14, 14) ─conv 3x3 s2─▶ (N, f2, 7, 7) ─flatten─▶ mu, log_var
-    z ─affine─▶ (N, f2, 7, 7) ─conv 3x3 → 4 f1─▶ depth-to-space ─▶ (N, f1, 14, 14)
-                              ─conv 3x3 → 4 P─▶ depth-to-space ─▶ (N, P, 28, 28) = the likelihood's parameters
+    x (N, 28, 28, 1) ─conv 3x3 s2─▶ (N, 14, 14, f1) ─conv 3x3 s2─▶ (N, 7, 7, f2) ─flatten─▶ mu, log_var
+    z ─affine─▶ (N, 7, 7, f2) ─conv 3x3 → 4 f1─▶ depth-to-space ─▶ (N, 14, 14, f1)
+                              ─conv 3x3 → 4 P─▶ depth-to-space ─▶ (N, 28, 28, P) = the likelihood's parameters
 
 (f1, f2 are the feature maps, ``channels``; P the likelihood's parameters per pixel.)
 
@@ -12,6 +12,15 @@ depth-to-space rearrangement (Shi et al. 2016): it has the expressive power of
 a transposed convolution without its checkerboard overlap. Only the network
 pieces differ from :class:`minivae.vae.VAE`: reparameterization, KL,
 likelihoods, ELBO/IWAE objectives and the backward through them are inherited.
+
+Inside, images are channels last (see :mod:`minivae.conv`). The encoder's
+stride-2 convolutions run by im2col, the decoder's 3x3 convolution by Winograd
+tiles (:mod:`minivae.winograd`), its output layer (4P filters) taps first; tests
+hold each equal to im2col. What the model exchanges keeps PyTorch's layouts: x
+and the decoder's output are flattened channels first, (N, C*H*W), filters are
+(F, C, kh, kw), the heads read the maps flattened channels first, and the
+sub-pixel layers' channels are in ``pixel_shuffle`` order. So a parameter means
+the same as in the identical PyTorch model, and checkpoints the same as before.
 Taught in lesson 11.
 """
 from __future__ import annotations
