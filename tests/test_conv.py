@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minivae.conv import (
-    col2im, conv2d_backward, conv2d_forward, conv2d_scatter_backward, conv2d_scatter_forward, conv_output_size,
-    depth_to_space, depth_to_space_backward, depth_to_space_forward,
+    col2im, column_sums, conv2d_backward, conv2d_forward, conv2d_scatter_backward, conv2d_scatter_forward,
+    conv_output_size, depth_to_space, depth_to_space_backward, depth_to_space_forward,
     filters_matrix, im2col, space_to_depth, space_to_depth_backward, space_to_depth_forward,
 )
 from minivae.gradcheck import check_backward
@@ -159,6 +159,15 @@ def test_filters_matrix_rows_follow_im2col_columns():
     assert m.shape == (3 * 2 * 2, 4)
     for f, c, i, j in np.ndindex(w.shape):
         assert m[(i * 2 + j) * 2 + c, f] == w[f, c, i, j]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_are_the_sums_down_the_columns(dtype):
+    a = np.random.default_rng(6).standard_normal((1000, 7)).astype(dtype)
+    sums = column_sums(a)
+    assert sums.dtype == dtype and sums.shape == (7,)
+    atol = 1e-4 if dtype == np.float32 else 1e-11  # sums of 1000 numbers of size 1, with cancellation
+    np.testing.assert_allclose(sums, a.astype(np.float64).sum(axis=0), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
