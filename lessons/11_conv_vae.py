@@ -15,28 +15,31 @@
 # %% [markdown]
 # ## A convolution is a matrix product
 #
-# Images are NCHW arrays, `x` (N, C, H, W). A layer of $F$ filters `w` (F, C, kh, kw) with
-# bias `b` (F,), stride $s$ and zero padding $p$ computes the cross-correlation
+# Images are channels-last arrays, `x` (N, H, W, C): each pixel's C values sit side by side.
+# A layer of $F$ filters `w` (F, C, kh, kw) with bias `b` (F,), stride $s$ and zero padding $p$
+# computes the cross-correlation
 #
-# $$ y_{n f h w} = b_f + \sum_{c=1}^{C}\sum_{i=0}^{k_h-1}\sum_{j=0}^{k_w-1} w_{f c i j}\; \tilde x_{n,\,c,\,s h + i,\,s w + j}, \qquad
+# $$ y_{n h w f} = b_f + \sum_{i=0}^{k_h-1}\sum_{j=0}^{k_w-1}\sum_{c=1}^{C} w_{f c i j}\; \tilde x_{n,\,s h + i,\,s w + j,\,c}, \qquad
 #    H' = \Big\lfloor \frac{H + 2p - k_h}{s} \Big\rfloor + 1 , $$
 #
 # where $\tilde x$ is $x$ padded with $p$ zeros on every side. For fixed $(n, h, w)$ the sum over
-# $(c, i, j)$ is a dot product between the filter, flattened to a row of length $C k_h k_w$,
+# $(i, j, c)$ is a dot product between the filter, flattened to a vector of length $k_h k_w C$,
 # and the *receptive field* under output pixel $(h, w)$, flattened the same way. So copy
 # every receptive field into one row of a matrix (**im2col**):
 #
-# $$ \mathrm{cols} \in \mathbb R^{(N H' W') \times (C k_h k_w)}, \qquad
-#    Y = \mathrm{cols}\; W^\top + b, \qquad W = \texttt{w.reshape(F, C*kh*kw)} \in \mathbb R^{F \times C k_h k_w}, $$
+# $$ \mathrm{cols} \in \mathbb R^{(N H' W') \times (k_h k_w C)}, \qquad
+#    Y = \mathrm{cols}\; W + b, \qquad W = \texttt{filters\_matrix(w)} \in \mathbb R^{k_h k_w C \times F}, $$
 #
 # and the whole layer is one GEMM, the operation CPUs do best. The price is memory: each
-# input pixel is copied into up to $k_h k_w$ rows.
+# input pixel is copied into up to $k_h k_w$ rows. Channels last, the copy is cheap to make:
+# the window under one kernel offset $(i, j)$ is, for every output pixel, a run of $C$
+# contiguous numbers, so im2col is $k_h k_w$ block copies.
 #
 # **Backward.** Given $\bar Y = \partial L/\partial Y$ laid out as (N H' W', F), the layer is the
 # affine map of lesson 1 applied to the rows of `cols`, so
 #
-# $$ \bar W = \bar Y^\top \mathrm{cols}, \qquad \bar b = \textstyle\sum_{\text{rows}} \bar Y, \qquad
-#    \overline{\mathrm{cols}} = \bar Y\, W, \qquad \bar x = \mathrm{col2im}\big(\overline{\mathrm{cols}}\big). $$
+# $$ \bar W = \mathrm{cols}^\top \bar Y, \qquad \bar b = \textstyle\sum_{\text{rows}} \bar Y, \qquad
+#    \overline{\mathrm{cols}} = \bar Y\, W^\top, \qquad \bar x = \mathrm{col2im}\big(\overline{\mathrm{cols}}\big). $$
 #
 # im2col is linear in $x$, so its backward is its adjoint (transpose) **col2im**: every entry
 # of $\overline{\mathrm{cols}}$ is *added* back onto the pixel it was copied from. A pixel that sat
@@ -55,13 +58,15 @@ from matplotlib.figure import Figure
 
 from minivae import VAE
 from minivae import plots
-from minivae.conv import (col2im, conv2d_backward, conv2d_forward, depth_to_space,
+from minivae.conv import (col2im, conv2d_backward, conv2d_forward, conv2d_scatter_forward, depth_to_space,
                           depth_to_space_backward, depth_to_space_forward, im2col,
                           space_to_depth_backward, space_to_depth_forward)
 from minivae.convvae import ConvVAE
 from minivae.gradcheck import check_backward, check_params
 from minivae.lessons import out_dir, quick, show
 from minivae.train import TrainConfig, evaluate_elbo, load_run, load_split, train
+from minivae import winograd
+from minivae.winograd import winograd_conv3x3_backward, winograd_conv3x3_forward
 
 QUICK = quick()
 rng = np.random.default_rng(11)
@@ -70,27 +75,27 @@ print(f"quick mode: {QUICK}")
 
 def conv2d_by_definition(x, w, b, stride, pad):
     """The defining triple sum, one output pixel at a time: slow, obviously right."""
-    N, C, H, W = x.shape
+    N, H, W, C = x.shape
     F, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))      # (N, C, H+2p, W+2p)
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))      # (N, H+2p, W+2p, C)
     Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
-    y = np.empty((N, F, Ho, Wo))
+    y = np.empty((N, Ho, Wo, F))
     for n in range(N):
         for f in range(F):
             for h in range(Ho):
                 for v in range(Wo):
-                    window = xp[n, :, stride * h:stride * h + kh, stride * v:stride * v + kw]  # (C, kh, kw)
-                    y[n, f, h, v] = b[f] + np.sum(w[f] * window)
+                    window = xp[n, stride * h:stride * h + kh, stride * v:stride * v + kw, :]  # (kh, kw, C)
+                    y[n, h, v, f] = b[f] + np.sum(w[f].transpose(1, 2, 0) * window)
     return y
 
 
-x = rng.standard_normal((2, 3, 7, 6))                            # (N, C, H, W)
+x = rng.standard_normal((2, 7, 6, 3))                            # (N, H, W, C)
 w = rng.standard_normal((4, 3, 3, 3))                            # (F, C, kh, kw)
 b = rng.standard_normal(4)                                       # (F,)
 y, cache = conv2d_forward(x, w, b, stride=2, pad=1)
 cols = im2col(x, 3, 3, stride=2, pad=1)
 print(f"x {x.shape} -> cols {cols.shape} -> y {y.shape}")
-assert y.shape == (2, 4, 4, 3) and cols.shape == (2 * 4 * 3, 3 * 3 * 3)
+assert y.shape == (2, 4, 3, 4) and cols.shape == (2 * 4 * 3, 3 * 3 * 3)
 assert np.max(np.abs(y - conv2d_by_definition(x, w, b, 2, 1))) < 1e-12
 
 G = rng.standard_normal(cols.shape)                              # any matrix of cols' shape
@@ -109,16 +114,16 @@ assert abs(lhs - rhs) < 1e-10 * abs(lhs)
 # %%
 errors = {}
 for stride, pad, k in [(1, 0, 3), (1, 1, 3), (2, 1, 3), (2, 0, 2), (2, 1, 4)]:
-    xs = rng.standard_normal((2, 2, 6, 5))                       # (N, C, H, W)
+    xs = rng.standard_normal((2, 6, 5, 2))                       # (N, H, W, C)
     ws = rng.standard_normal((3, 2, k, k))                       # (F, C, k, k)
     bs = rng.standard_normal(3)
     errs = check_backward(lambda x_, w_, b_: conv2d_forward(x_, w_, b_, stride, pad), conv2d_backward,
                           [xs, ws, bs], rng)
     errors[f"conv2d k{k} s{stride} p{pad} (dx, dw, db)"] = errs
 errors["depth_to_space r=2"] = check_backward(lambda x_: depth_to_space_forward(x_, 2), depth_to_space_backward,
-                                              [rng.standard_normal((2, 8, 3, 4))], rng)
+                                              [rng.standard_normal((2, 3, 4, 8))], rng)
 errors["space_to_depth r=2"] = check_backward(lambda y_: space_to_depth_forward(y_, 2), space_to_depth_backward,
-                                              [rng.standard_normal((2, 2, 6, 8))], rng)
+                                              [rng.standard_normal((2, 6, 8, 2))], rng)
 for name, errs in errors.items():
     print(f"{name:36s} " + "  ".join(f"{e:.1e}" for e in errs))
 assert max(max(e) for e in errors.values()) <= 1e-7
@@ -140,8 +145,8 @@ assert max(max(e) for e in errors.values()) <= 1e-7
 # above each low-resolution pixel as $r^2$ separate channels of an ordinary stride-1
 # convolution at low resolution, then rearranges them (**depth-to-space**):
 #
-# $$ y_{n,\,c,\,h r + i,\,w r + j} = x_{n,\,c r^2 + i r + j,\,h,\,w}, \qquad
-#    (N, C r^2, H, W) \to (N, C, H r, W r). $$
+# $$ y_{n,\,h r + i,\,w r + j,\,c} = x_{n,\,h,\,w,\,c r^2 + i r + j}, \qquad
+#    (N, H, W, C r^2) \to (N, H r, W r, C). $$
 #
 # Depth-to-space only moves entries, so its backward is its inverse, space-to-depth (checked
 # above). Every output pixel is now computed by one full $k \times k$ kernel on the
@@ -155,17 +160,17 @@ assert max(max(e) for e in errors.values()) <= 1e-7
 
 # %%
 def transposed_conv(u, w, stride, pad, out_hw):
-    """The adjoint of conv2d_forward(., w, stride, pad) on (N, C, *out_hw): u (N, F, H', W') -> (N, C, *out_hw)."""
+    """The adjoint of conv2d_forward(., w, stride, pad) on (N, *out_hw, C): u (N, H', W', F) -> (N, *out_hw, C)."""
     F, C = w.shape[:2]
-    _, c = conv2d_forward(np.zeros((len(u), C) + out_hw), w, np.zeros(F), stride, pad)
+    _, c = conv2d_forward(np.zeros((len(u),) + out_hw + (C,)), w, np.zeros(F), stride, pad)
     return conv2d_backward(u, c)[0]
 
 
-ones = np.ones((1, 1, 7, 7))                                     # a constant 7 x 7 input
-cover_t3 = transposed_conv(ones, np.ones((1, 1, 3, 3)), 2, 1, (14, 14))[0, 0]  # k = 3, s = 2
-cover_t4 = transposed_conv(ones, np.ones((1, 1, 4, 4)), 2, 1, (14, 14))[0, 0]  # k = 4, s = 2
-low = conv2d_forward(ones, np.ones((4, 1, 3, 3)), np.zeros(4), 1, 1)[0]       # (1, 4, 7, 7)
-cover_sp = depth_to_space(low, 2)[0, 0]                          # (14, 14), sub-pixel k = 3, r = 2
+ones = np.ones((1, 7, 7, 1))                                     # a constant 7 x 7 input
+cover_t3 = transposed_conv(ones, np.ones((1, 1, 3, 3)), 2, 1, (14, 14))[0, :, :, 0]  # k = 3, s = 2
+cover_t4 = transposed_conv(ones, np.ones((1, 1, 4, 4)), 2, 1, (14, 14))[0, :, :, 0]  # k = 4, s = 2
+low = conv2d_forward(ones, np.ones((4, 1, 3, 3)), np.zeros(4), 1, 1)[0]       # (1, 7, 7, 4)
+cover_sp = depth_to_space(low, 2)[0, :, :, 0]                    # (14, 14), sub-pixel k = 3, r = 2
 inner = (slice(2, -2), slice(2, -2))
 for name, cov in [("transposed, k=3 s=2", cover_t3), ("transposed, k=4 s=2", cover_t4),
                   ("sub-pixel,  k=3 r=2", cover_sp)]:
@@ -174,13 +179,59 @@ assert set(cover_t3[inner].ravel().tolist()) == {1.0, 2.0, 4.0}   # uneven: a ch
 assert np.ptp(cover_t4[inner]) == 0 and np.ptp(cover_sp[inner]) == 0  # even
 
 # %% [markdown]
+# ## The same convolution in fewer steps: what the model runs
+#
+# im2col is the idea; two rearrangements of the same sum make the model's layers cheaper,
+# and both are held equal to it (here, and in the tests).
+#
+# **Taps first.** Swap the order of the sums: multiply every *input* pixel by every kernel
+# tap first, $Z_{n h w, (i j f)} = \sum_c x_{n h w c}\, w_{f c i j}$ (one GEMM with $k_h k_w F$
+# columns), then let each output add up the $k_h k_w$ products that reach it,
+# $y_{n h w f} = b_f + \sum_{i,j} Z_{n,\,s h + i - p,\,s w + j - p,\,(i j f)}$. Same numbers;
+# the buffer holds $k_h k_w F$ values per pixel where im2col's holds $k_h k_w C$. The decoder's
+# last layer has $C = 32$ inputs and $F = 4$ outputs: 8 times less to write and read.
+# (Its backward is the mirror image, an im2col of $\bar y$.)
+#
+# **Winograd's minimal filtering** (Lavin & Gray 2016) saves multiplications. In one dimension,
+# four outputs of a 3-tap filter, $y_k = \sum_{i<3} g_i d_{k+i}$, need 12 products done directly,
+# but only 6 as $y = A^\top\big[(G g) \odot (B^\top d)\big]$: transform the 6 inputs and the 3
+# taps, multiply elementwise, transform back. The constant matrices come from evaluating the
+# polynomials $d(t)$ and $g(t)$ at 6 points and interpolating their product (a polynomial of
+# degree 7, whose middle coefficients are the $y_k$). Nested over rows and columns, a 6 × 6
+# input tile gives a 4 × 4 output tile with 36 products instead of 144, and since each of
+# the 36 is summed over input channels, each is a matrix product: (tiles, C) @ (C, F). The
+# transforms are fixed linear maps, so the backward pass is their transposes, as for any
+# linear layer. The decoder's first convolution (the model's largest) runs this way.
+
+# %%
+d6, g3 = rng.standard_normal(6), rng.standard_normal(3)
+direct = np.array([d6[k:k + 3] @ g3 for k in range(4)])        # 12 multiplications
+minimal = winograd.AT @ ((winograd.G @ g3) * (winograd.BT @ d6))  # 6 (G g is computed once per filter)
+print(f"4 outputs of a 3-tap filter: direct {np.round(direct, 6)}, Winograd {np.round(minimal, 6)}")
+assert np.allclose(direct, minimal, rtol=1e-12, atol=1e-12)
+
+xs = rng.standard_normal((2, 7, 7, 5))                           # (N, H, W, C), 7 x 7 like the decoder's
+ws, bs = rng.standard_normal((6, 5, 3, 3)), rng.standard_normal(6)
+y_im2col, _ = conv2d_forward(xs, ws, bs, stride=1, pad=1)
+for name, y_fast in [("taps first", conv2d_scatter_forward(xs, ws, bs, 1, 1)[0]),
+                     ("Winograd", winograd_conv3x3_forward(xs, ws, bs)[0])]:
+    print(f"{name:10s}: largest difference from im2col {np.abs(y_fast - y_im2col).max():.1e}")
+    assert np.allclose(y_fast, y_im2col, rtol=1e-11, atol=1e-11)
+wino_errors = check_backward(winograd_conv3x3_forward, winograd_conv3x3_backward, [xs, ws, bs], rng)
+print("Winograd backward vs finite differences (dx, dw, db): " + "  ".join(f"{e:.1e}" for e in wino_errors))
+assert max(wino_errors) <= 1e-7
+C_in, F_out, tiles = 64, 128, 2 * 2                               # the decoder's layer: 7 x 7 -> 2 x 2 tiles
+print(f"multiply-adds per image, decoder's 3x3 layer: im2col {49 * 9 * C_in * F_out:,}, "
+      f"Winograd {tiles * 36 * C_in * F_out:,} (its 4 x 4 tiles cover 8 x 8)")
+
+# %% [markdown]
 # ## The convolutional VAE
 #
 # `minivae.convvae.ConvVAE` keeps everything of `VAE` except the two networks:
 #
-#     x (N,1,28,28) ─conv 3x3 s2─▶ (N,c1,14,14) ─conv 3x3 s2─▶ (N,c2,7,7) ─flatten─▶ mu, log_var
-#     z ─affine─▶ (N,c2,7,7) ─conv 3x3 → 4 c1─▶ depth-to-space ─▶ (N,c1,14,14)
-#                            ─conv 3x3 → 4─▶ depth-to-space ─▶ (N,1,28,28) logits
+#     x (N,28,28,1) ─conv 3x3 s2─▶ (N,14,14,c1) ─conv 3x3 s2─▶ (N,7,7,c2) ─flatten─▶ mu, log_var
+#     z ─affine─▶ (N,7,7,c2) ─conv 3x3 → 4 c1─▶ depth-to-space ─▶ (N,14,14,c1)
+#                            ─conv 3x3 → 4─▶ depth-to-space ─▶ (N,28,28,1) logits
 #
 # Weight sharing makes it small: a 3 × 3 filter is reused at every position. Before training,
 # the end-to-end check of lesson 6, now through convolutions and depth-to-space: the gradient
@@ -291,6 +342,9 @@ show(fig, "11_upsampling_coverage.png")
 #
 # * A convolution is an affine map applied to the rows of im2col; its backward is the affine
 #   backward followed by col2im, the adjoint that sums overlapping windows.
+# * The same sum can be computed in other orders: taps first (cheaper with few filters), or
+#   by Winograd's minimal filtering (36 products per 4 × 4 tile instead of 144). The model
+#   runs these; tests hold them equal to im2col.
 # * Upsampling by a strided transposed convolution stamps kernels with uneven overlap when the
 #   kernel size is not a multiple of the stride: checkerboards. Sub-pixel convolution (a
 #   stride-1 convolution to $r^2$ times the channels, then depth-to-space) gives every output

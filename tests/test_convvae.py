@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from minivae.conv import conv2d_forward
 from minivae.convvae import ConvVAE
 from minivae.gradcheck import check_params
 
@@ -45,3 +46,32 @@ def test_conv_vae_shapes_and_config():
     np.testing.assert_array_equal(again.flat, vae.flat)
     with pytest.raises(ValueError, match="divisible by 4"):
         ConvVAE(image_shape=(1, 30, 30))
+
+
+def pixel_shuffle_order(x, r):
+    """PyTorch's pixel_shuffle on NHWC: y[n, h*r + i, w*r + j, c] = x[n, h, w, c*r*r + i*r + j]."""
+    N, H, W, Crr = x.shape
+    return x.reshape(N, H, W, Crr // (r * r), r, r).transpose(0, 1, 4, 2, 5, 3).reshape(N, H * r, W * r, -1)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian_learned"])
+def test_stored_parameters_mean_what_pytorch_layers_mean(likelihood):
+    """The model, written out with the im2col convolution on the stored (F, C, kh, kw) filters,
+    PyTorch's pixel_shuffle channel order and channels-first flattening, gives the same numbers:
+    the parameters (and checkpoints) keep their meaning whatever order the layers compute in."""
+    rng = np.random.default_rng(3)
+    vae = ConvVAE(image_shape=(1, 8, 12), channels=(3, 4), z_dim=2, likelihood=likelihood, seed=4,
+                  dtype="float64")
+    p, relu = vae.params, (lambda a: np.maximum(a, 0))
+    x = rng.random((2, 96))
+    h = relu(conv2d_forward(x.reshape(2, 1, 8, 12).transpose(0, 2, 3, 1), p["enc.conv0.W"], p["enc.conv0.b"], 2, 1)[0])
+    h = relu(conv2d_forward(h, p["enc.conv1.W"], p["enc.conv1.b"], 2, 1)[0])   # (2, 2, 3, 4)
+    h = h.transpose(0, 3, 1, 2).reshape(2, -1)                                 # channels first
+    mu, log_var = vae.encode(x)
+    np.testing.assert_allclose(mu, h @ p["enc.mu.W"] + p["enc.mu.b"], rtol=1e-12, atol=1e-12)
+    z = rng.standard_normal((2, 2))
+    h = relu(z @ p["dec.fc.W"] + p["dec.fc.b"]).reshape(2, 4, 2, 3).transpose(0, 2, 3, 1)
+    h = relu(pixel_shuffle_order(conv2d_forward(h, p["dec.conv0.W"], p["dec.conv0.b"], 1, 1)[0], 2))
+    out = pixel_shuffle_order(conv2d_forward(h, p["dec.conv1.W"], p["dec.conv1.b"], 1, 1)[0], 2)  # (2, 8, 12, P)
+    expected = out.transpose(0, 3, 1, 2).reshape(2, -1)                        # (2, P*H*W), channels first
+    np.testing.assert_allclose(vae._decoder_forward(z)[0], expected, rtol=1e-10, atol=1e-10)

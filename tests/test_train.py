@@ -101,7 +101,7 @@ def test_train_and_test_losses_are_the_same_quantity_whatever_beta(tmp_path):
 
 @pytest.mark.parametrize("changes", [
     dict(objective="iwae", samples=3), dict(samples=2, warmup_epochs=1.5, free_bits=0.1),
-    dict(conditional=True, z_dim=2),
+    dict(conditional=True, z_dim=2), dict(model="conv", channels=(4, 8)),
 ])
 def test_model_variants_train_and_resume_exactly(tmp_path, changes):
     cfg = dataclasses.replace(SMALL, epochs=2, **changes)
