@@ -106,7 +106,7 @@ def build_parser() -> Parser:
     opt("--test-size", type=nonneg_int, help="use only the first n test images (default 0: all)")
     opt("--dtype", choices=DTYPES, help=f"(default {d.dtype})")
     opt("--threads", type=nonneg_int, help="worker threads of a step, each on part of the batch; 0 or absent: "
-        "all cores from 512 decoded rows a step (batch x samples) on, one below")
+        "all cores from 2048 decoded rows a step (batch x samples) on, one below")
     opt("--out", type=Path, help="run folder (default: the first free runs/run-NNN)")
     opt("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     opt("--no-progress", action="store_true", help="print one line per epoch only")

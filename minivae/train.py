@@ -303,9 +303,11 @@ def evaluate(vae: VAE, x: np.ndarray, iw: int = 0, seed: int = EVAL_SEED,
 
 
 #: from this many decoded rows a step (batch x samples) on, a step splits its batch over the
-#: cores: below it the parts are too small for the workers to beat one step on the BLAS's own
-#: threads (``python -m minivae.bench`` measures both)
-PARALLEL_ROWS = 512
+#: cores: below it the workers do not beat one step on the BLAS's own threads, which already
+#: spread the products, most of the step, over the cores (default model, 2 cores, medians of
+#: ``python -m minivae.bench``: data-parallel 0.65x at 128 rows, 0.9x at 512, 0.95x at 1024,
+#: 1.08x at 2048)
+PARALLEL_ROWS = 2048
 
 
 def step_workers(cfg: TrainConfig) -> int:
