@@ -270,7 +270,7 @@ def bench_training(model: str, vae_args: dict, batches: list[int], steps: int, r
           f"serial: one thread (the BLAS on all); parallel: {n_workers} workers, a part of the batch each, BLAS pinned")
     head = (f"{'batch':>6} {'serial/s':>9} {'step ms':>8} {'parallel/s':>10} {'step ms':>8} {'par/ser':>7} "
             f"{'GEMM ms':>8} {'of floor':>8} {'peak MiB':>8}")
-    print(head + f" {'torch/s':>11} {'ser/t':>6} {'par/t':>6}" + (f" {'compiled/s':>11} {'par/c':>6}" if compile else ""))
+    print(head + f" {'torch/s':>11} {'ser/t':>6} {'par/t':>6}" + (f" {'compiled/s':>11} {'ser/c':>6}" if compile else ""))
     rng = np.random.default_rng(0)
     for B in batches:
         timers = {}  # name -> seconds_per_step(steps)
@@ -300,7 +300,7 @@ def bench_training(model: str, vae_args: dict, batches: list[int], steps: int, r
         else:
             line += f" {'(no torch)':>11} {'':>6} {'':>6}"
         if "compiled" in med:
-            line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / par:>6.2f}"
+            line += f" {B / med['compiled']:>11,.0f} {med['compiled'] / ser:>6.2f}"
         print(line, flush=True)
 
 
