@@ -69,13 +69,14 @@ def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator, workers: in
     grads = vae.views(gflat)
     parts = [np.zeros_like(gflat) for _ in range(workers)]
     state = [optim.init_state("adam", vae.flat)]
+    each = (lambda fn, items: parallel.pool_map(fn, items, workers)) if workers > 1 else None  # noqa: E731
 
     def step():
         if workers == 1:
             vae.loss_and_grads(x, eps, grads=grads)
         else:
             split_loss_and_grads(vae, x, eps, gflat, parts)
-        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4)
+        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4, each=each)
 
     if workers == 1:
         return step

@@ -99,7 +99,29 @@ def state_arrays(state) -> dict[str, np.ndarray]:
     return {k: v for k, v in state._asdict().items() if isinstance(v, np.ndarray)}
 
 
-def step(param: np.ndarray, grad: np.ndarray, state, lr: float):
-    """One step of whichever optimizer made ``state`` (dispatch on its type), in place on ``param``."""
+def step(param: np.ndarray, grad: np.ndarray, state, lr: float, each=None):
+    """One step of whichever optimizer made ``state`` (dispatch on its type), applied to a
+    flat parameter array block by block, :data:`BLOCK` entries at a time.
+
+    Blocks change nothing in the result, since every update is elementwise; they make it
+    faster: the arrays of one block and the update's temporaries stay in the core's cache
+    for all of the update's passes, instead of streaming the whole arrays through memory
+    once per pass. ``each(fn, blocks)``, if given, runs ``fn`` on every block (on worker
+    threads, say; default: one after the other). The step number ``t`` advances once per call.
+    """
     update = {AdamState: adam_step, MomentumState: momentum_step}.get(type(state), sgd_step)
-    return update(param, grad, state, lr)
+    if param.ndim != 1 or len(param) <= BLOCK:
+        return update(param, grad, state, lr)
+
+    def one(i: int) -> int:
+        block = type(state)(*(a[i:i + BLOCK] if isinstance(a, np.ndarray) else a for a in state))  # views
+        return update(param[i:i + BLOCK], grad[i:i + BLOCK], block, lr).t
+
+    starts = range(0, len(param), BLOCK)
+    t = (each(one, starts) if each is not None else [one(i) for i in starts])[-1]
+    return state._replace(t=t)
+
+
+#: entries per block of :func:`step`: the five float32 arrays of an Adam block and the
+#: update's temporaries (about 2.5 MiB) stay close to a core (its L2 cache on current x86 CPUs).
+BLOCK = 1 << 16

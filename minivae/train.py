@@ -323,7 +323,7 @@ def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.nda
                          c: np.ndarray | None = None, **kw) -> LossAndGrads:
     """``vae.loss_and_grads`` of a batch, data-parallel: the batch split into ``len(part_flats)``
     contiguous parts (eps too), each part's gradient computed by a worker thread into its own
-    flat buffer, and ``gflat`` their sum weighted by the parts' sizes, a block per worker on the
+    flat buffer, and ``gflat`` their sum weighted by the parts' sizes, block by block on the
     workers. Exact for every objective whose loss is a mean over the examples (not free bits,
     whose floor applies to the whole batch's mean KL). The split is fixed, so a fixed number
     of workers gives the same result every time. The caller pins the BLAS (parallel.pinned)."""
@@ -339,13 +339,13 @@ def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.nda
     results = parallel.pool_map(part, range(len(parts)), workers)
     weights = [(p.stop - p.start) / len(x) for p in parts]
 
-    def combine(block: slice) -> None:  # gflat[block] = sum_k weight_k * part k's gradient there
+    def combine(b: int) -> None:  # gflat[b : b + BLOCK] = sum_k weight_k * part k's gradient there
+        block = slice(b, b + optim.BLOCK)
         np.multiply(part_flats[0][block], weights[0], out=gflat[block])
         for k in range(1, len(parts)):
             gflat[block] += weights[k] * part_flats[k][block]
 
-    ends = np.linspace(0, len(gflat), workers + 1).round().astype(int)    # one block per worker
-    parallel.pool_map(combine, [slice(a, b) for a, b in zip(ends[:-1], ends[1:])], workers)
+    parallel.pool_map(combine, range(0, len(gflat), optim.BLOCK), workers)
     mean = lambda field: sum(w * getattr(r, field) for w, r in zip(weights, results))  # noqa: E731
     return LossAndGrads(mean("loss"), vae.views(gflat), mean("recon"), mean("kl"))
 
@@ -656,7 +656,7 @@ class _Run:
         res = self.loss_and_grads(xb, eps, c, cfg.beta_at(rs.epoch + rs.batch / self.batches))
         _check_finite(res, self.gflat, rs, self.out)
         self.consistent = False
-        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch))
+        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch), each=self.each)
         add_step(rs.train_sums, res, len(idx))
         rs.batch, rs.step = rs.batch + 1, rs.step + 1
         self.consistent = True
@@ -669,6 +669,10 @@ class _Run:
         if self.workers == 1:
             return self.vae.loss_and_grads(xb, eps, grads=self.grads, c=c, **kw)
         return split_loss_and_grads(self.vae, xb, eps, self.gflat, self.part_flats, c, **kw)
+
+    def each(self, fn, items) -> list:
+        """``[fn(i) for i in items]`` on the step's workers (optimizer blocks, gradient sums)."""
+        return parallel.pool_map(fn, items, self.workers)
 
     def show_progress(self, n0: int) -> None:
         """The live status line: the epoch's means so far, the speed, the time left."""
