@@ -65,18 +65,12 @@ def train_step_timer(vae: VAE, batch: int, rng: np.random.Generator, workers: in
     BLAS pinned to one thread each (minivae.train.split_loss_and_grads)."""
     x = (rng.random((batch, vae.x_dim)) < 0.2).astype(vae.dtype)   # (B, D)
     eps = rng.standard_normal((1, batch, vae.z_dim), dtype=vae.dtype)  # (1, B, K)
-    gflat = np.zeros(vae.n_params, vae.dtype)
-    grads = vae.views(gflat)
-    parts = [np.zeros_like(gflat) for _ in range(workers)]
     state = [optim.init_state("adam", vae.flat)]
     each = (lambda fn, items: parallel.pool_map(fn, items, workers)) if workers > 1 else None  # noqa: E731
 
     def step():
-        if workers == 1:
-            vae.loss_and_grads(x, eps, grads=grads)
-        else:
-            split_loss_and_grads(vae, x, eps, gflat, parts)
-        state[0] = optim.step(vae.flat, gflat, state[0], 1e-4, each=each)
+        res = vae.loss_and_grads(x, eps) if workers == 1 else split_loss_and_grads(vae, x, eps, workers)
+        state[0] = optim.step(vae.flat, [res.grads[k] for k in vae.shapes], state[0], 1e-4, each=each)
 
     if workers == 1:
         return step

@@ -99,26 +99,36 @@ def state_arrays(state) -> dict[str, np.ndarray]:
     return {k: v for k, v in state._asdict().items() if isinstance(v, np.ndarray)}
 
 
-def step(param: np.ndarray, grad: np.ndarray, state, lr: float, each=None):
+def step(param: np.ndarray, grad, state, lr: float, each=None):
     """One step of whichever optimizer made ``state`` (dispatch on its type), applied to a
     flat parameter array block by block, :data:`BLOCK` entries at a time.
 
-    Blocks change nothing in the result, since every update is elementwise; they make it
-    faster: the arrays of one block and the update's temporaries stay in the core's cache
-    for all of the update's passes, instead of streaming the whole arrays through memory
-    once per pass. ``each(fn, blocks)``, if given, runs ``fn`` on every block (on worker
-    threads, say; default: one after the other). The step number ``t`` advances once per call.
+    ``grad`` is an array of the parameters' shape, or, for a flat ``param``, a list of
+    arrays that laid end to end make it up (a model's gradients in its parameters' order,
+    ``[grads[k] for k in vae.shapes]``: no copy into one buffer needed). Blocks change
+    nothing in the result, since every update is elementwise; they make it faster: the
+    arrays of one block and the update's temporaries stay in the core's cache for all of
+    the update's passes, instead of streaming the whole arrays through memory once per
+    pass. ``each(fn, blocks)``, if given, runs ``fn`` on every block (on worker threads,
+    say; default: one after the other). The step number ``t`` advances once per call.
     """
     update = {AdamState: adam_step, MomentumState: momentum_step}.get(type(state), sgd_step)
-    if param.ndim != 1 or len(param) <= BLOCK:
+    if isinstance(grad, np.ndarray) and (param.ndim != 1 or len(param) <= BLOCK):
         return update(param, grad, state, lr)
+    blocks, at = [], 0  # (where in param, that part of the gradient), in order
+    for g in ([grad] if isinstance(grad, np.ndarray) else grad):
+        g = g.reshape(-1)
+        blocks += [(slice(at + i, at + min(i + BLOCK, len(g))), g[i:i + BLOCK]) for i in range(0, len(g), BLOCK)]
+        at += len(g)
+    if param.ndim != 1 or at != len(param):
+        raise ValueError(f"the gradients hold {at} entries for a flat parameter array of shape {param.shape}")
 
-    def one(i: int) -> int:
-        block = type(state)(*(a[i:i + BLOCK] if isinstance(a, np.ndarray) else a for a in state))  # views
-        return update(param[i:i + BLOCK], grad[i:i + BLOCK], block, lr).t
+    def one(block) -> int:
+        where, g = block
+        part = type(state)(*(a[where] if isinstance(a, np.ndarray) else a for a in state))  # views
+        return update(param[where], g, part, lr).t
 
-    starts = range(0, len(param), BLOCK)
-    t = (each(one, starts) if each is not None else [one(i) for i in starts])[-1]
+    t = (each(one, blocks) if each is not None else [one(b) for b in blocks])[-1]
     return state._replace(t=t)
 
 

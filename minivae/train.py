@@ -319,35 +319,33 @@ def step_workers(cfg: TrainConfig) -> int:
     return parallel.threads() if rows >= PARALLEL_ROWS and not cfg.free_bits else 1
 
 
-def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, gflat: np.ndarray, part_flats: list,
+def split_loss_and_grads(vae: VAE, x: np.ndarray, eps: np.ndarray, workers: int,
                          c: np.ndarray | None = None, **kw) -> LossAndGrads:
-    """``vae.loss_and_grads`` of a batch, data-parallel: the batch split into ``len(part_flats)``
-    contiguous parts (eps too), each part's gradient computed by a worker thread into its own
-    flat buffer, and ``gflat`` their sum weighted by the parts' sizes, block by block on the
-    workers. Exact for every objective whose loss is a mean over the examples (not free bits,
-    whose floor applies to the whole batch's mean KL). The split is fixed, so a fixed number
-    of workers gives the same result every time. The caller pins the BLAS (parallel.pinned)."""
-    workers = len(part_flats)
+    """``vae.loss_and_grads`` of a batch, data-parallel: the batch split into ``workers``
+    contiguous parts (eps too), each part's loss and gradients computed by a worker thread,
+    then averaged weighted by the parts' sizes, a parameter array per worker. Exact for
+    every objective whose loss is a mean over the examples (not free bits, whose floor
+    applies to the whole batch's mean KL). The split and the order of the sums are fixed,
+    so a fixed number of workers gives the same result every time. The caller pins the
+    BLAS (parallel.pinned)."""
     bounds = np.linspace(0, len(x), workers + 1).round().astype(int)      # (workers + 1,)
     parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]  # views, not copies
-    part_grads = [vae.views(f) for f in part_flats]
 
-    def part(k: int) -> LossAndGrads:
-        p = parts[k]
-        return vae.loss_and_grads(x[p], eps[:, p], grads=part_grads[k], c=None if c is None else c[p], **kw)
+    def part(p: slice) -> LossAndGrads:
+        return vae.loss_and_grads(x[p], eps[:, p], c=None if c is None else c[p], **kw)
 
-    results = parallel.pool_map(part, range(len(parts)), workers)
+    results = parallel.pool_map(part, parts, workers)
     weights = [(p.stop - p.start) / len(x) for p in parts]
 
-    def combine(b: int) -> None:  # gflat[b : b + BLOCK] = sum_k weight_k * part k's gradient there
-        block = slice(b, b + optim.BLOCK)
-        np.multiply(part_flats[0][block], weights[0], out=gflat[block])
-        for k in range(1, len(parts)):
-            gflat[block] += weights[k] * part_flats[k][block]
+    def combine(name: str) -> np.ndarray:  # sum_k weight_k * part k's gradient
+        g = weights[0] * results[0].grads[name]
+        for w, r in zip(weights[1:], results[1:]):
+            g += w * r.grads[name]
+        return g
 
-    parallel.pool_map(combine, range(0, len(gflat), optim.BLOCK), workers)
+    grads = dict(zip(vae.shapes, parallel.pool_map(combine, list(vae.shapes), workers)))
     mean = lambda field: sum(w * getattr(r, field) for w, r in zip(weights, results))  # noqa: E731
-    return LossAndGrads(mean("loss"), vae.views(gflat), mean("recon"), mean("kl"))
+    return LossAndGrads(mean("loss"), grads, mean("recon"), mean("kl"))
 
 
 def batch_rng(seed: int, epoch: int, b: int) -> np.random.Generator:
@@ -616,10 +614,7 @@ class _Run:
         self.cfg, self.out, self.prog, self.on_step = cfg, out, prog, on_step
         self.data = data if data is not None else load_dataset(cfg)
         self.batches = -(-len(self.data.x_train) // cfg.batch_size)           # per epoch
-        self.gflat = np.zeros(self.vae.n_params, dtype=self.vae.dtype)        # every gradient
-        self.grads = self.vae.views(self.gflat)                               # name -> view into gflat
         self.workers = step_workers(cfg)
-        self.part_flats = [np.zeros_like(self.gflat) for _ in range(self.workers)] if self.workers > 1 else []
         self.consistent = True  # False between the optimizer's update and the step's bookkeeping
         self.t0 = None          # start of the timed part of the current epoch
         self.untrained = None   # the untrained model's test -ELBO, measured at the first epoch's end
@@ -654,9 +649,10 @@ class _Run:
         eps = rng.standard_normal((cfg.samples, len(idx), cfg.z_dim), dtype=vae.dtype)  # (S, B, K)
         c = one_hot(self.data.y_train[idx], dtype=vae.dtype) if cfg.conditional else None
         res = self.loss_and_grads(xb, eps, c, cfg.beta_at(rs.epoch + rs.batch / self.batches))
-        _check_finite(res, self.gflat, rs, self.out)
+        _check_finite(res, rs, self.out)
         self.consistent = False
-        self.opt_state = optim.step(vae.flat, self.gflat, self.opt_state, cfg.lr_at(rs.epoch), each=self.each)
+        grads = [res.grads[name] for name in vae.shapes]                              # laid out as vae.flat
+        self.opt_state = optim.step(vae.flat, grads, self.opt_state, cfg.lr_at(rs.epoch), each=self.each)
         add_step(rs.train_sums, res, len(idx))
         rs.batch, rs.step = rs.batch + 1, rs.step + 1
         self.consistent = True
@@ -664,11 +660,11 @@ class _Run:
             self.on_step(rs.step)
 
     def loss_and_grads(self, xb: np.ndarray, eps: np.ndarray, c: np.ndarray | None, beta: float) -> LossAndGrads:
-        """The step's mean loss and its gradient, into ``gflat`` (see :func:`split_loss_and_grads`)."""
+        """The step's mean loss and its gradients, on the step's workers (see :func:`split_loss_and_grads`)."""
         kw = dict(beta=beta, objective=self.cfg.objective, free_bits=self.cfg.free_bits)
         if self.workers == 1:
-            return self.vae.loss_and_grads(xb, eps, grads=self.grads, c=c, **kw)
-        return split_loss_and_grads(self.vae, xb, eps, self.gflat, self.part_flats, c, **kw)
+            return self.vae.loss_and_grads(xb, eps, c=c, **kw)
+        return split_loss_and_grads(self.vae, xb, eps, self.workers, c, **kw)
 
     def each(self, fn, items) -> list:
         """``[fn(i) for i in items]`` on the step's workers (optimizer blocks, gradient sums)."""
@@ -771,9 +767,9 @@ def _check_resume(stored: TrainConfig, asked: TrainConfig, out: Path) -> None:
                             f"so --epochs cannot change on --resume")
 
 
-def _check_finite(res, gflat: np.ndarray, rs: RunState, out: Path) -> None:
-    # A NaN or inf anywhere in the gradient reaches the sum; one reduction instead of a mask.
-    if math.isfinite(res.loss) and np.isfinite(gflat.sum()):
+def _check_finite(res, rs: RunState, out: Path) -> None:
+    # A NaN or inf anywhere in a gradient reaches its sum; one reduction instead of a mask.
+    if math.isfinite(res.loss) and all(np.isfinite(g.sum()) for g in res.grads.values()):
         return
     bad = [name for name, v in (("reconstruction", res.recon), ("KL", res.kl)) if not math.isfinite(v)]
     what = f"the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''}" if bad else "the gradient"

@@ -212,9 +212,13 @@ class VAE:
 
     # ------------------------------------------------------------ network pieces
     def _put(self, grads: dict, layer: str, dW: np.ndarray, db: np.ndarray) -> None:
-        """Store a layer's gradients in the arrays ``grads`` holds (views of one flat buffer)."""
-        grads[layer + ".W"][...] = dW
-        grads[layer + ".b"][...] = db
+        """Store a layer's gradients in ``grads``: copied into the arrays it holds (views of a
+        caller's flat buffer), or else kept as they are."""
+        for name, g in ((layer + ".W", dW), (layer + ".b", db)):
+            if name in grads:
+                grads[name][...] = g
+            else:
+                grads[name] = g
 
     def _mlp_forward(self, h: np.ndarray, prefix: str, n_layers: int):
         """h (M, D_in) through the hidden layers ``prefix.0 .. prefix.{n-1}`` -> (M, H), caches."""
@@ -361,7 +365,8 @@ class VAE:
         ``free_bits`` = $\lambda$ > 0 replaces the KL term by
         $\sum_k \max(\lambda, \overline{\mathrm{KL}}_k)$ (see :func:`minivae.objectives.free_bits_forward`).
         ``grads``, if given, is a dict of preallocated arrays (e.g. ``vae.views(buffer)``)
-        that receives the gradients; otherwise fresh arrays are returned.
+        that receives the gradients; otherwise the backward pass's own arrays are returned,
+        in the parameters' order.
         """
         beta, free_bits = float(beta), float(free_bits)  # NumPy scalars would promote float32 arrays
         if objective not in OBJECTIVES:
@@ -371,11 +376,13 @@ class VAE:
         x = self._as_x(x)
         eps = self._as_eps(eps, len(x))
         c = self._as_c(c, len(x))
-        if grads is None:
-            grads = self.views(np.empty(self.n_params, dtype=self.dtype))
+        fresh = grads is None
+        grads = {} if fresh else grads
         terms, cache = self._forward(x, eps, c)
         loss, dterms = OBJECTIVES[objective].loss(terms, cache.kl, beta, free_bits)
         self._backward(dterms, cache, grads)
+        if fresh:
+            grads = {name: grads[name] for name in self.shapes}
         return LossAndGrads(loss, grads, -float(terms.log_px_z.mean()), float(terms.kl.mean()))
 
 

@@ -385,10 +385,8 @@ def test_a_data_parallel_step_is_the_serial_step_up_to_rounding():
         c = np.eye(3)[rng.integers(0, 3, 11)] if c_dim else None
         serial = vae.loss_and_grads(x, eps, c=c, **kw)
         for workers in (2, 3):
-            gflat = np.zeros(vae.n_params)
             with parallel.pinned():
-                split = split_loss_and_grads(vae, x, eps, gflat, [np.zeros_like(gflat) for _ in range(workers)],
-                                             c, **kw)
+                split = split_loss_and_grads(vae, x, eps, workers, c, **kw)
             for field in ("loss", "recon", "kl"):
                 assert getattr(split, field) == pytest.approx(getattr(serial, field), rel=1e-12), (kw, workers, field)
             for name in serial.grads:
