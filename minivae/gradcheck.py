@@ -84,8 +84,8 @@ def compare_backward(
     Jacobian-vector product is exercised. ``y`` may be an array or a tuple of
     arrays (then ``dy`` is a tuple too). Returns one :class:`Comparison` per checked
     input (``wrt`` selects them, default all). The inputs are float64 copies;
-    the caller's arrays are never touched. A backward gradient of the wrong shape
-    gets an error of ``inf`` (and is returned as it came).
+    the caller's arrays are never touched. A missing (None) or wrongly shaped
+    backward gradient gets an error of ``inf`` (and is returned as it came, None as NaNs).
     """
     xs = [np.array(x, dtype=np.float64) for x in inputs]
     y, cache = forward(*xs)
@@ -105,7 +105,8 @@ def compare_backward(
     for i in (range(len(xs)) if wrt is None else wrt):
         numerical = numerical_gradient(loss, xs[i], h)
         analytic = np.asarray(grads[i]) if grads[i] is not None else np.full(xs[i].shape, np.nan)
-        error = rel_error(analytic, numerical) if analytic.shape == numerical.shape else float("inf")
+        ok = grads[i] is not None and analytic.shape == numerical.shape  # max() over errors skips a NaN
+        error = rel_error(analytic, numerical) if ok else float("inf")
         out.append(Comparison(i, analytic, numerical, error))
     return out
 

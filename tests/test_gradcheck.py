@@ -133,3 +133,10 @@ def test_check_params_good_and_bad_gradients():
 def test_check_params_rejects_mismatched_keys():
     with pytest.raises(KeyError, match="w"):
         check_params(lambda: 0.0, {"w": np.zeros(2)}, {"v": np.zeros(2)})
+
+
+def test_a_missing_gradient_fails_the_check_under_max():
+    """max() over a list skips a NaN that is not first: a None gradient must count as inf."""
+    errors = check_backward(lambda a, b: (a * b, (a, b)), lambda dy, c: (dy * c[1], None),
+                            [np.ones(3), np.ones(3)], np.random.default_rng(0))
+    assert errors[0] < 1e-7 and errors[1] == float("inf") and not max(errors) <= 1e-7
