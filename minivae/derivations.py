@@ -9,7 +9,7 @@ $$ \mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0, 1)\big)_{\text{c
    = \mathbb E_q[\log q(z) - \log p(z)], \qquad \log p(x) = \mathrm{ELBO}(q) + \mathrm{KL}(q\,\|\,p(z\mid x)). $$
 
 Every entry is float64 and seeded, so a run is reproducible; :data:`QUICK` sizes (CI)
-take a few seconds, :data:`FULL` sizes more draws and finer grids.
+take well under a second here, :data:`FULL` sizes (more draws, finer grids) a few seconds.
 """
 from __future__ import annotations
 

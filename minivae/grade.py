@@ -261,11 +261,11 @@ def _why_it_ended(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
     if code is not None and code < 0:
         sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         reason = {"SIGXFSZ": f"its output passed the limit of {limits.output / 2**20:g} MiB",
-                  "SIGXCPU": f"it used more than {limits.seconds:g} s of CPU",
+                  "SIGXCPU": f"it used more than {int(limits.seconds) + 1} s of CPU",
                   "SIGKILL": "it was killed", "SIGSEGV": "it crashed (segmentation fault)"}.get(sig, "")
         return f"the process was ended by {sig}" + (f": {reason}" if reason else "")
     return (f"the process ended (exit code {code}) before writing its results"
-            + (f"; last output: {tail[0][:300]}" if tail[0] else ""))
+            + (f"; the last line of its first 4 KB of output: {tail[0][:300]}" if tail[0] else ""))
 
 
 # ---------------------------------------------------------------- the judge

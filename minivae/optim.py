@@ -1,9 +1,10 @@
 r"""First-order optimizers with explicit state: SGD, SGD with momentum, Adam.
 
-Each step updates the parameter array in place (pass ``vae.flat`` and a flat
-gradient buffer: a few whole-array operations update every parameter) and
-returns the new state. The state is a ``NamedTuple``: its arrays are updated
-in place, its step counter is returned anew. Nothing is hidden in a dict.
+Each step updates the parameter array in place and returns the new state;
+:func:`step` applies whichever optimizer made the state to a model's flat
+parameter array (``vae.flat``), from a flat gradient or the list of its gradient
+arrays, block by block. The state is a ``NamedTuple``: its arrays are updated in
+place, its step counter is returned anew. Nothing is hidden in a dict.
 
 * SGD: $\theta \leftarrow \theta - \eta g$
 * momentum (heavy ball): $v \leftarrow \mu v + g,\ \theta \leftarrow \theta - \eta v$

@@ -2,16 +2,18 @@
 
 NumPy runs an elementwise pass on one core, and its BLAS spreads each matrix product
 over all of them. Work that splits into independent pieces (the importance-sampled
-evaluation, image by image; a training step, half a batch each) runs faster on
+evaluation, image by image; a training step, a part of the batch each) runs faster on
 Python threads, which NumPy lets run at once, than as one piece on the BLAS's
 threads, but only if the BLAS does not also spread each piece's products over every
 core: its threads and the workers would fight for the cores. :func:`pinned` limits
 the BLAS to one thread while the workers run (with threadpoolctl, the one extra
 dependency; the README gives the measured reason) and restores it afterwards.
 
-Results never depend on the number of threads: each piece is computed the same way
-whoever runs it (with the BLAS on one thread whatever the count, and from its own
-seeded noise), and pieces are combined in a fixed order. :func:`threads` is how many
+Evaluation never depends on the number of threads: each piece is computed the same
+way whoever runs it (with the BLAS on one thread whatever the count, and from its own
+seeded noise), and pieces are combined in a fixed order. A data-parallel training
+step sums one gradient per worker, so its bits depend on the worker count: with a
+fixed count it repeats exactly; with another, it agrees up to rounding. :func:`threads` is how many
 workers a job gets: an explicit count, or the machine's cores.
 """
 from __future__ import annotations

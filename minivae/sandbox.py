@@ -4,7 +4,7 @@ The grader runs each task of a submission in a child process that calls
 :func:`confine` before it imports any student code. From then on the process
 
 * may hold at most ``memory`` bytes of address space (a huge allocation raises
-  MemoryError), use ``cpu_seconds`` of CPU, and grow no file beyond ``output``
+  MemoryError), use ``seconds`` + 1 s of CPU, and grow no file beyond ``output``
   bytes (a flood of printing ends the process);
 * cannot start a process or a program, change its limits, trace or signal
   another process: on Linux (x86-64, aarch64) a seccomp filter makes fork,
@@ -14,8 +14,10 @@ The grader runs each task of a submission in a child process that calls
 
 The parent adds the wall-clock limit (:func:`run`) and kills the child's process
 group when it is over. What this does not do: restrict which files the code
-reads or writes (run the grader as a user who owns nothing else of value, as
-the Gradescope bundle does). This module uses the standard library only: the
+reads or writes: it can read whatever the grading user can, the reference
+solution included (the Gradescope bundle runs as that image's root). Grade
+where nothing else of value is readable and accept that a determined student
+could copy the reference. This module uses the standard library only: the
 grader loads it by path inside the child, before anything else.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ GUARD_ACTIVE = False
 
 
 class Limits(NamedTuple):
-    seconds: float = 60.0       # wall clock, enforced by the parent
+    seconds: float = 60.0       # wall clock, enforced by the parent; CPU time, seconds + 1
     memory: int = 2 << 30       # bytes of address space
     output: int = 8 << 20       # bytes one file may grow to (stdout and stderr included)
 

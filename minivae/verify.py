@@ -43,7 +43,8 @@ class Result:
     the lower value and its target. ``where`` is that entry's index (``()`` for scalars;
     for several gradient arrays, the array's position first). ``score`` is the z-score,
     the relative error, or the bound's smallest margin ``target - lower``; ``limit`` the
-    largest ``|score|`` (for a bound, the most negative margin) that passes.
+    largest ``|score|`` that passes (for a bound 0: a margin passes down to minus a
+    rounding allowance, ``rtol`` times the larger of ``|lower|`` and ``|target|``).
     """
     ok: bool
     kind: str  # "expectation", "gradient", "identity", "bound"; "stub" in minivae.derivations.run

@@ -1,4 +1,4 @@
-r"""A 3x3, stride-1, "same" convolution with 2.25x fewer multiplications (Winograd's minimal filtering).
+r"""A 3x3, stride-1, "same" convolution with 4x fewer multiplications (Winograd's minimal filtering).
 
 Lavin & Gray (2016), *Fast Algorithms for Convolutional Neural Networks*, CVPR,
 arXiv:1509.09308. Cut the zero-padded input into 6x6 tiles $d$ overlapping by 2;

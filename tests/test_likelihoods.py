@@ -256,7 +256,7 @@ def test_log_probabilities_of_discrete_data_are_nonpositive(name, data):
 @pytest.mark.parametrize("name", marked(LIKELIHOODS))
 def test_outputs_broadcast_against_the_data_both_ways(name):
     """One decoder output for many data points (out (S, 1, P) against x (N, D)) gives what
-    the explicitly repeated output gives: the in-place passes keep the broadcast shape."""
+    the explicitly repeated output gives."""
     rng = np.random.default_rng(5)
     forward, backward, _ = OPS[name]
     x = sample_data(name, rng, n=4, d=3)

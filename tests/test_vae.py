@@ -103,8 +103,8 @@ def test_dtype_float32_everywhere():
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_float32_backward_never_promotes(monkeypatch, objective):
-    """Gradients land in float32 buffers through out=, which would hide a float64
-    intermediate: check the arrays flowing into every affine backward instead."""
+    """A float64 intermediate anywhere in the chain would show in the end only if it
+    reached a gradient: check the arrays flowing into every affine backward instead."""
     import minivae.vae as vae_module
     real, seen = vae_module.affine_backward, []
 
