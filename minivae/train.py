@@ -805,7 +805,6 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: T
     the curves, and ``top_words.txt`` (the words each latent direction promotes).
     Returns the paths written."""
     from . import plots  # matplotlib is imported only when figures are drawn
-    from .diagnostics import kl_per_dimension
 
     rng = np.random.default_rng(EVAL_SEED)
     x, y = data.x_test[:n], data.y_test[:n]
@@ -830,7 +829,6 @@ def save_figures(vae: VAE, data: Dataset, out: Path, history: list[dict], cfg: T
 def _image_figures(vae: VAE, x, mu, log_var, c, rng: np.random.Generator, conditional: bool) -> dict:
     """File name -> Figure: samples, reconstructions, traversals (and the manifold when K = 2)."""
     from . import plots
-    from .diagnostics import kl_per_dimension
 
     figures = {}
     if conditional:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from minivae.optim import (
-    OPTIMIZERS, AdamState, MomentumState, SGDState, adam_step, init_state, momentum_step, sgd_step, step,
+    OPTIMIZERS, AdamState, MomentumState, SGDState, adam_step, init_state, momentum_step, sgd_step, state_arrays,
+    step,
 )
 
 from checks import assert_close
@@ -150,26 +151,29 @@ def test_adam_minimizes_a_quadratic():
     assert 0.5 * np.sum(a * (theta - c) ** 2) < 1e-6
 
 
-def test_blocks_and_gradient_lists_change_nothing():
+@pytest.mark.parametrize("name,update", [("sgd", sgd_step), ("momentum", momentum_step), ("adam", adam_step)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_and_gradient_lists_change_nothing(name, update, dtype):
     """optim.step works block by block, from a flat gradient or from a list of arrays laid end
     to end (a model's gradients): the same bits as one update of the whole array."""
     from minivae.optim import BLOCK
     rng = np.random.default_rng(3)
     # small arrays gathered into one block (7 + 12, then 1 + BLOCK/2, then BLOCK/2 + 1 + 5), large ones sliced
     shapes = [(2, BLOCK + 5), (7,), (3, 4), (BLOCK // 2 + 3, 2), (1,), (BLOCK // 2,), (BLOCK // 2 + 1,), (5,)]
-    grads = [rng.standard_normal(s) for s in shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
     flat_grad = np.concatenate([g.reshape(-1) for g in grads])
-    theta0 = rng.standard_normal(len(flat_grad))
+    theta0 = rng.standard_normal(len(flat_grad)).astype(dtype)
     whole, flat, listed, threaded = (theta0.copy() for _ in range(4))
-    states = [init_state("momentum", p) for p in (whole, flat, listed, threaded)]
+    states = [init_state(name, p) for p in (whole, flat, listed, threaded)]
     for _ in range(3):
-        states[0] = momentum_step(whole, flat_grad, states[0], 0.05)
+        states[0] = update(whole, flat_grad, states[0], 0.05)
         states[1] = step(flat, flat_grad, states[1], 0.05)
         states[2] = step(listed, grads, states[2], 0.05)
         states[3] = step(threaded, grads, states[3], 0.05, each=lambda fn, blocks: [fn(b) for b in blocks[::-1]][::-1])
     for p, s in zip((flat, listed, threaded), states[1:]):
         np.testing.assert_array_equal(p, whole)
-        np.testing.assert_array_equal(s.velocity, states[0].velocity)
+        for k, a in state_arrays(states[0]).items():
+            np.testing.assert_array_equal(state_arrays(s)[k], a)
         assert s.t == states[0].t == 3
     with pytest.raises(ValueError, match="entries"):
         step(theta0.copy(), grads[:-1], init_state("momentum", theta0), 0.05)
