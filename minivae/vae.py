@@ -252,13 +252,13 @@ class VAE:
     def _encoder_backward(self, dmu: np.ndarray, draw: np.ndarray, cache: EncoderCache, grads: dict) -> None:
         """dmu, draw (N, K) -> the encoder's gradients, in ``grads`` (none for the data)."""
         deep = bool(self.hidden)  # with no hidden layer the heads read the data
-        dh = 0.0
-        for name, d, head in (("enc.mu", dmu, cache.mu), ("enc.log_var", draw, cache.log_var)):
-            dh_head, dW, db = affine_backward(d, head if deep else _skip_input_gradient(head))
-            self._put(grads, name, dW, db)
-            dh = dh + dh_head                                                  # (N, H)
-        if deep:
-            self._mlp_backward(dh, cache.hidden, "enc", grads, reads_data=True)
+        head = (lambda affine: affine) if deep else _skip_input_gradient
+        dh_mu, dW, db = affine_backward(dmu, head(cache.mu))                    # (N, H)
+        self._put(grads, "enc.mu", dW, db)
+        dh_log_var, dW, db = affine_backward(draw, head(cache.log_var))          # (N, H)
+        self._put(grads, "enc.log_var", dW, db)
+        if deep:  # both heads read h
+            self._mlp_backward(dh_mu + dh_log_var, cache.hidden, "enc", grads, reads_data=True)
 
     def _posterior_forward(self, x: np.ndarray, c: np.ndarray | None = None):
         """The encoder, its log-variance clipped to the safe range (see
