@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["TASKS", "Region", "functions", "Mutant", "MUTANTS", "TELLTALES", "WITHHELD_LESSONS", "INSTRUCTOR_ONLY",
-           "AssignError", "regions", "render", "strip_instructor", "strip_solutions", "solution_lines",
+           "AssignError", "regions", "render", "student_source", "strip_instructor", "strip_solutions", "solution_lines",
            "build_student_copy", "check_copy", "write_variant", "isolated_python", "prove", "Proof"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -382,16 +382,20 @@ def _write_copy(out: Path, root: Path) -> dict[str, list[str]]:
     return stubbed
 
 
+def student_source(root: Path, rel: str, solved: set | frozenset = frozenset(), mutant: Mutant | None = None) -> str:
+    """The module ``rel`` of the package in ``root`` as the student copy has it: no instructor
+    regions, every task a stub, or, for the tasks ``solved``, its solution (with ``mutant``
+    applied if it is that task's)."""
+    return render(strip_instructor((root / rel).read_text(encoding="utf-8"), rel), rel, solved, mutant)
+
+
 def write_variant(copy: Path, root: Path, solved: set | frozenset, mutant: Mutant | None = None) -> None:
     """Rewrite the stubbed files of the copy in ``copy`` as if the tasks ``solved`` were done
     (their solution regions pasted back), with ``mutant`` applied: the proof's states."""
     for path in sorted((root / "minivae").rglob("*.py")):
         rel = str(path.relative_to(root))
-        if rel in INSTRUCTOR_ONLY:
-            continue
-        text = strip_instructor(path.read_text(encoding="utf-8"), rel)
-        if regions(text, rel):
-            (copy / rel).write_text(render(text, rel, solved, mutant), encoding="utf-8")
+        if rel not in INSTRUCTOR_ONLY and regions(path.read_text(encoding="utf-8"), rel):
+            (copy / rel).write_text(student_source(root, rel, solved, mutant), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the documents of the copy

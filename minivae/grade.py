@@ -48,7 +48,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import sandbox
-from .assign import INSTRUCTOR_ONLY, ROOT, TASKS, regions, render, strip_instructor
+from .assign import INSTRUCTOR_ONLY, ROOT, TASKS, regions, student_source
 from .gradcheck import mismatch
 
 __all__ = ["Settings", "load_settings", "student_files", "Submission", "read_submission", "Reference",
@@ -111,8 +111,7 @@ def pristine_package(dest: Path, root: Path = ROOT) -> Path:
     for path in sorted((root / "minivae").glob("*.py")):
         rel = str(path.relative_to(root))
         if rel not in INSTRUCTOR_ONLY:
-            (pkg / path.name).write_text(render(strip_instructor(path.read_text(encoding="utf-8"), rel), rel),
-                                         encoding="utf-8")
+            (pkg / path.name).write_text(student_source(root, rel), encoding="utf-8")
     return pkg
 
 

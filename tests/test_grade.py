@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from minivae import grade, sandbox
-from minivae.assign import MUTANTS, TASKS, render
+from minivae.assign import MUTANTS, TASKS, student_source
 from minivae.grade import load_settings, pristine_package, reference, student_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,9 @@ def settings():
 
 
 def solution_files() -> dict[str, str]:
-    """The solution's versions of the files a student edits, markers removed."""
-    return {rel: render((ROOT / rel).read_text(), rel, set(TASKS)) for rel in student_files()}
+    """The files a student edits, every task solved, as a student would hand them in: the
+    student copy's modules (no instructor regions) with the solutions in place."""
+    return {rel: student_source(ROOT, rel, set(TASKS)) for rel in student_files()}
 
 
 def with_change(rel: str, old: str, new: str, files: dict | None = None) -> dict:
@@ -195,7 +196,7 @@ def build_class(folder: Path, ref, settings, tmp: Path) -> dict[str, float]:
     add("solution-zipped", sol, sum(settings.points.values()), as_zip=True)
     for task, mutants in MUTANTS.items():
         for k, mu in enumerate(mutants[:2]):
-            files = dict(sol, **{mu.file: render((ROOT / mu.file).read_text(), mu.file, set(TASKS), mu)})
+            files = dict(sol, **{mu.file: student_source(ROOT, mu.file, set(TASKS), mu)})
             add(f"wrong-{task}-{k}", files, sum(oracle_points(files, ref, settings, tmp).values()))
     # broken
     add("syntax-error", with_change("minivae/gaussian.py", "def std(", "def std(:"),
@@ -222,17 +223,15 @@ def build_class(folder: Path, ref, settings, tmp: Path) -> dict[str, float]:
                                     "    while True:\n        print('x' * 100_000)\n    logp = np.sum(x * logits"),
         points_without(settings, "task_bernoulli") - settings.points["task_elbo"] * (1 - len(bernoulli_free) / len(elbo)))
     # tampering: each scores what its code earns
-    wrong_reparam = dict(sol, **{"minivae/gaussian.py": render((ROOT / "minivae/gaussian.py").read_text(),
-                                                               "minivae/gaussian.py", set(TASKS),
-                                                               MUTANTS["task_reparam"][0])})
+    wrong_reparam = dict(sol, **{"minivae/gaussian.py": student_source(ROOT, "minivae/gaussian.py", set(TASKS),
+                                                                       MUTANTS["task_reparam"][0])})
     earns = sum(oracle_points(wrong_reparam, ref, settings, tmp).values())
     add("conftest-patches-gradcheck", wrong_reparam, earns, extra={
         "tests/conftest.py": "import minivae.gradcheck as g\ng.check_backward = lambda *a, **k: [0.0] * 4\n"
                              "g.compare_backward = lambda *a, **k: []\n"})
     add("edited-tests", wrong_reparam, earns, extra={
         "tests/test_gaussian.py": "def test_everything():\n    assert True\n"})
-    stubs = {rel: (ROOT / "minivae" / Path(rel).name).read_text() for rel in student_files()}
-    stubs = {rel: render(text, rel) for rel, text in stubs.items()}
+    stubs = {rel: student_source(ROOT, rel) for rel in student_files()}
     add("own-results-json", stubs, 0.0, extra={
         "results.json": json.dumps({"score": 100, "tests": []}),
         "minivae/__init__.py": "open('results.json', 'w').write('{\"score\": 100}')\n"})
@@ -320,8 +319,7 @@ def test_a_class_is_graded_exactly_as_its_code_earns(tmp_path, ref, settings):
 
 def test_a_failure_says_what_was_expected_and_what_came(tmp_path, ref, settings):
     mutant = next(m for m in MUTANTS["task_kl"] if "1/2" in m.what)
-    files = dict(solution_files(), **{mutant.file: render((ROOT / mutant.file).read_text(), mutant.file,
-                                                          set(TASKS), mutant)})
+    files = dict(solution_files(), **{mutant.file: student_source(ROOT, mutant.file, set(TASKS), mutant)})
     report = grade.grade(write_submission(tmp_path / "s", files), settings, ref)
     failed = [t for t in report.tests if t.task == "task_kl" and t.score == 0]
     assert failed and all("expected" in t.output and "got" in t.output for t in failed)
@@ -340,8 +338,8 @@ def test_autograder_bundle_runs_against_a_fake_autograder_layout(tmp_path, setti
         assert (z.getinfo("run_autograder").external_attr >> 16) & 0o111
         root = tmp_path / "autograder"
         z.extractall(root / "source")
-    wrong = dict(solution_files(), **{"minivae/optim.py": render((ROOT / "minivae/optim.py").read_text(),
-                                                                 "minivae/optim.py", set(TASKS) - {"task_adam"})})
+    wrong = dict(solution_files(), **{"minivae/optim.py": student_source(ROOT, "minivae/optim.py",
+                                                                         set(TASKS) - {"task_adam"})})
     for rel, text in wrong.items():  # Gradescope puts the student's files, as uploaded, in submission/
         (root / "submission" / Path(rel).name).parent.mkdir(parents=True, exist_ok=True)
         (root / "submission" / Path(rel).name).write_text(text)
