@@ -328,13 +328,17 @@ def cmd_assign(args) -> int:
 def cmd_grade(args) -> int:
     import json
 
-    from .grade import autograder_bundle, grade, grade_all, gradescope_json, load_settings, summary
+    from .grade import (autograder_bundle, grade, grade_all, gradescope_json, load_settings, reference_exposure,
+                        reports_folder, summary)
 
     if args.action == "autograder":
         print(f"wrote {autograder_bundle(args.out)}: upload it as the Gradescope autograder (setup.sh, "
               f"run_autograder and the reference package)")
         return 0
     settings = load_settings(seconds=args.timeout)
+    exposure = reference_exposure()
+    if exposure:
+        print(f"minivae assign {args.action}: warning: {exposure}", file=sys.stderr)
     if args.action == "grade":
         report = grade(args.submission, settings)
         if args.json:
@@ -347,7 +351,7 @@ def cmd_grade(args) -> int:
     for r in reports:
         print(f"{r.student:30s} {r.total:6.2f} / {r.max_total:g}")
     print(f"graded {len(reports)} submissions in {time.perf_counter() - start:.0f} s; grade sheet {args.csv}, "
-          f"reports in {args.csv.with_name(args.csv.stem + '-reports')}")
+          f"reports in {reports_folder(args.csv)}")
     return 0
 ### END INSTRUCTOR
 

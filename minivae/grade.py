@@ -16,8 +16,11 @@ So a submission cannot grade itself: whatever it patches, prints, exits with or 
 in its own process, only the outputs of the cases count, and those are compared
 elsewhere. A syntax error, a crash or ``sys.exit`` at import, an endless loop, a huge
 allocation, a fork loop or a flood of output costs the tasks it breaks, with the reason
-in the report. What it does not do: keep the student's code from reading files the
-grading user can read (run the grader as a user who owns nothing else of value).
+in the report. Where the kernel offers Landlock (Linux 5.13 and later), a task process
+reads only the student's modules, the Python standard library and NumPy, and writes only
+its own folder: it cannot read the reference solution, whoever runs the grader. Elsewhere
+it can read what the grading user can; :func:`reference_exposure` says so, and so does the
+command line.
 
 Points per task come from ``points.ini`` beside this module; within a task every case
 is worth the same. Reports: Gradescope's ``results.json`` and a readable summary.
@@ -37,6 +40,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -53,7 +57,7 @@ from .gradcheck import mismatch
 
 __all__ = ["Settings", "load_settings", "student_files", "Submission", "read_submission", "Reference",
            "reference", "TestResult", "Report", "grade", "grade_all", "gradescope_json", "summary",
-           "autograder_bundle", "GradeError"]
+           "autograder_bundle", "reference_exposure", "reports_folder", "GradeError"]
 
 PACKAGE = Path(__file__).resolve().parent
 POINTS_FILE = PACKAGE / "points.ini"
@@ -192,6 +196,14 @@ def load(name, path):
 sandbox = load("minivae_sandbox", sandbox_file)
 cases = [c for c in load("minivae_grading_cases", cases_file).CASES if c.task == task]
 sandbox.confine(sandbox.Limits(*json.loads(limits)))
+import site, sysconfig, threadpoolctl, zipfile, zlib  # what the runner and the modules need, while it may
+paths = sysconfig.get_paths()
+closed = [*site.getsitepackages(), site.getusersitepackages(), *(p for p in sys.path if p.endswith("-packages"))]
+libraries = [os.path.dirname(np.__file__), os.path.dirname(np.__file__) + ".libs", threadpoolctl.__file__]
+readable = sandbox.below([paths["stdlib"], paths["platstdlib"], *libraries, os.path.dirname(os.path.abspath(tree)),
+                          f"/proc/{os.getpid()}"], closed)  # its own /proc entry: threadpoolctl reads its maps
+if not sandbox.confine_files(readable, [out_dir]) and sandbox.files_confinable():
+    sys.exit("the grader could not limit the files the graded code may read")
 def describe(e):
     text = "".join(traceback.format_exception_only(type(e), e)).strip().replace("\n", " ")[:600]
     if isinstance(e, OSError) and e.errno == 27:  # EFBIG: the output limit (Python ignores SIGXFSZ)
@@ -228,13 +240,24 @@ os._exit(0)
 '''
 
 
+def reference_exposure() -> str | None:
+    """Why the student's code could read the reference solution here, or None if it cannot."""
+    if sandbox.files_confinable():
+        return None
+    return (f"this system has no Landlock (Linux 5.13 or later), so the graded code can read whatever the "
+            f"grading user can, the reference solution in {PACKAGE} included")
+
+
 def _run_task(tree: Path, task: str, work: Path, settings: Settings) -> tuple[dict, dict, str | None]:
-    """Run one task's cases with the submission's modules in a confined process.
-    Returns (arrays by 'case/name', errors by case index, why the process failed or None)."""
+    """Run one task's cases with the submission's modules (``tree``) in a confined process,
+    which writes into ``work``; the runner's own files are beside ``tree``, and the process
+    reads nothing else of the grader's (see the module's docstring). Returns
+    (arrays by 'case/name', errors by case index, why the process failed or None)."""
     work.mkdir()
     limits = settings.limits
-    argv = [sys.executable, "-I", "-c", RUNNER, str(tree), task, str(CASES_FILE), str(Path(sandbox.__file__)),
-            str(work), json.dumps(list(limits)), ",".join(TASK_MODULES[task])]
+    argv = [sys.executable, "-I", "-c", RUNNER, str(tree), task, str(tree.parent / CASES_FILE.name),
+            str(tree.parent / Path(sandbox.__file__).name), str(work), json.dumps(list(limits)),
+            ",".join(TASK_MODULES[task])]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LANG": "C.UTF-8"}
     outcome = sandbox.run(argv, str(work), limits, env=env)
     outputs, results = work / "outputs.npz", work / "results.json"
@@ -246,12 +269,22 @@ def _run_task(tree: Path, task: str, work: Path, settings: Settings) -> tuple[di
     if why:
         return {}, {}, why
     try:
-        with np.load(outputs, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(_child_file(outputs)), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        errors = {int(k): v for k, v in json.loads(results.read_text()).items()}
+        errors = {int(k): v for k, v in json.loads(_child_file(results)).items()}
     except (OSError, ValueError, KeyError) as e:
         return {}, {}, f"its outputs could not be read ({type(e).__name__}: {e})"
     return arrays, errors, None
+
+
+def _child_file(path: Path) -> bytes:
+    """A file the child wrote, read without following a link it may have put in its place (to
+    a file that only the grader may read) and without waiting on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return f.read()
 
 
 def _why_it_ended(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
@@ -316,12 +349,14 @@ def grade(path: str | Path, settings: Settings, ref: Reference | None = None, pr
     sub = read_submission(path, wanted)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
+        tree = tmp / "code" / "tree"
         if pristine is None:
             pristine = pristine_package(tmp / "pristine")
-        tree = tmp / "tree"
         shutil.copytree(pristine, tree / "minivae")
         for rel, data in sub.files.items():
             (tree / rel).write_bytes(data)
+        for runner_file in (CASES_FILE, Path(sandbox.__file__)):  # the child reads these, never the package
+            shutil.copyfile(runner_file, tree.parent / runner_file.name)
         tests, points = [], {}
         for task in TASKS:
             indices = [i for i, c in enumerate(ref.cases) if c.task == task]
@@ -369,14 +404,21 @@ def _submissions(folder: Path) -> list[Path]:
     return found
 
 
+def reports_folder(csv_path: str | Path) -> Path:
+    """Where :func:`grade_all` writes each student's reports by default: beside the grade sheet."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + "-reports")
+
+
 def grade_all(folder: str | Path, csv_path: str | Path, settings: Settings, jobs: int | None = None,
               reports: str | Path | None = None) -> list[Report]:
     """Grade every submission in ``folder`` (a sub-folder or zip each), ``jobs`` at a time
     (default: the machine's cores); write the grade sheet (a row per student, a column per
-    task, the total) and each student's results.json and summary into ``reports``."""
+    task, the total) and each student's results.json and summary into ``reports``
+    (default: :func:`reports_folder`)."""
     paths = _submissions(Path(folder))
     csv_path = Path(csv_path)
-    reports = Path(reports) if reports else csv_path.with_name(csv_path.stem + "-reports")
+    reports = Path(reports) if reports else reports_folder(csv_path)
     reports.mkdir(parents=True, exist_ok=True)
     ref = reference()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Limits for running a student's code: memory, CPU and output, and no new processes.
+"""Limits for running a student's code: memory, CPU and output, no new processes, and the files it may open.
 
 The grader runs each task of a submission in a child process that calls
 :func:`confine` before it imports any student code. From then on the process
@@ -10,15 +10,20 @@ The grader runs each task of a submission in a child process that calls
   another process: on Linux (x86-64, aarch64) a seccomp filter makes fork,
   exec, setrlimit, ptrace and kill of another process fail with EPERM. Threads
   stay allowed (the BLAS uses them). A fork loop therefore fails at its first
-  fork, and nothing the student starts can outlive the grading.
+  fork, and nothing the student starts can outlive the grading;
+* is not dumpable: no other process of the same user can read its memory.
+
+On Linux 5.13 and later (where the kernel offers Landlock), :func:`confine_files`
+also limits what the process may open, for any user, root included: it reads only
+below the folders it is given (the student's modules, the Python standard library,
+NumPy) and writes only below its own folder. Site-packages, where an installed
+reference solution lives, stay closed, and so does every other file on the machine:
+the student's code cannot copy the reference solution. Where Landlock is missing
+(:func:`files_confinable` is False) it reads whatever the grading user can.
 
 The parent adds the wall-clock limit (:func:`run`) and kills the child's process
-group when it is over. What this does not do: restrict which files the code
-reads or writes: it can read whatever the grading user can, the reference
-solution included (the Gradescope bundle runs as that image's root). Grade
-where nothing else of value is readable and accept that a determined student
-could copy the reference. This module uses the standard library only: the
-grader loads it by path inside the child, before anything else.
+group when it is over. This module uses the standard library only: the grader loads
+it by path inside the child, before anything else.
 """
 from __future__ import annotations
 
@@ -31,13 +36,9 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from typing import NamedTuple
 
-__all__ = ["Limits", "Outcome", "confine", "run", "GUARD_ACTIVE"]
-
-#: set by :func:`confine`: whether the seccomp filter could be installed here
-GUARD_ACTIVE = False
+__all__ = ["Limits", "Outcome", "confine", "confine_files", "files_confinable", "below", "run"]
 
 
 class Limits(NamedTuple):
@@ -48,7 +49,6 @@ class Limits(NamedTuple):
 
 class Outcome(NamedTuple):
     returncode: int | None      # None when the wall-clock limit killed it
-    seconds: float
     stdout: str                 # the first few KB of what it printed
     stderr: str
 
@@ -61,7 +61,7 @@ class Outcome(NamedTuple):
 # BPF opcodes and seccomp return values (linux/filter.h, linux/seccomp.h)
 _LD_W_ABS, _JEQ, _JSET, _RET = 0x20, 0x15, 0x45, 0x06
 _ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
-_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 4, 38, 22, 2
 _CLONE_THREAD = 0x00010000
 
 #: per architecture: its AUDIT_ARCH value and the numbers of the system calls to refuse
@@ -111,43 +111,111 @@ def _install_filter() -> bool:
         libc = ctypes.CDLL(None, use_errno=True)
         prog = _filter(arch[0], arch[1], os.getpid())
         fprog = _SockFprog(len(prog), b"".join(prog))
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 or libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return False
         return libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
 
+# ---------------------------------------------------------------- Landlock (linux/landlock.h)
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446  # every architecture
+_LANDLOCK_VERSION, _RULE_PATH_BENEATH = 1, 1
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_FS_MAKE_SYM, _FS_REFER, _FS_TRUNCATE = 1 << 12, 1 << 13, 1 << 14
+_FS_ALL_V1 = (1 << 13) - 1           # execute ... make_sym: the rights of Landlock's first version
+_FS_FILE = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE  # the rights a rule on a file may grant
+_FS_WRITE = (_FS_ALL_V1 & ~_FS_EXECUTE & ~_FS_MAKE_SYM) | _FS_TRUNCATE  # all but execute and make_sym
+
+
+def _syscall(*args) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+
+
+def files_confinable() -> bool:
+    """Whether this kernel lets :func:`confine_files` limit what a process may open (Landlock)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        return _syscall(_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_VERSION) >= 1
+    except (OSError, AttributeError):
+        return False
+
+
+def below(roots: list[str], closed: list[str]) -> list[str]:
+    """Folders and files that together hold everything below ``roots`` except what is below
+    ``closed``: a root with a closed folder inside it is replaced by its entries, recursively."""
+    closed = {os.path.realpath(c) for c in closed}
+    found: list[str] = []
+
+    def visit(path: str) -> None:
+        real = os.path.realpath(path)
+        if real in closed:
+            return
+        if not any(c.startswith(real.rstrip(os.sep) + os.sep) for c in closed) or not os.path.isdir(path):
+            found.append(path)
+            return
+        for name in sorted(os.listdir(path)):
+            visit(os.path.join(path, name))
+
+    for root in roots:
+        if os.path.exists(root):
+            visit(root)
+    return found
+
+
+def confine_files(read: list[str], write: list[str]) -> bool:
+    """From now on this process may read (and map as code) only files below the folders in
+    ``read``, and create, write and delete only below those in ``write``; it makes no symbolic
+    links. Irreversible. Files already open stay open. Returns whether the kernel applied it."""
+    if not files_confinable():
+        return False
+    abi = _syscall(_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_VERSION)
+    handled = _FS_ALL_V1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
+    ruleset = _syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(ctypes.c_uint64(handled)), 8, 0)
+    if ruleset < 0:
+        return False
+    try:
+        for folders, rights in ((read, _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR),
+                                (write, _FS_READ_FILE | _FS_READ_DIR | _FS_WRITE)):
+            for folder in folders:
+                fd = os.open(folder, os.O_PATH | os.O_CLOEXEC)
+                try:
+                    allowed = rights & handled & (~0 if os.path.isdir(folder) else _FS_FILE)  # a file: file rights
+                    rule = struct.pack("=Qi", allowed, fd)  # landlock_path_beneath_attr, packed
+                    if _syscall(_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) != 0:
+                        return False
+                finally:
+                    os.close(fd)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        return _syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0) == 0
+    finally:
+        os.close(ruleset)
+
+
 def confine(limits: Limits) -> bool:
-    """Limit this process (memory, CPU, file size) and forbid it new processes (see the
-    module's docstring). Irreversible. Returns whether the seccomp filter is active."""
-    global GUARD_ACTIVE
+    """Limit this process (memory, CPU, file size), make it non-dumpable and forbid it new
+    processes (see the module's docstring). Irreversible. Returns whether the seccomp filter
+    is active."""
     cpu = max(1, int(limits.seconds) + 1)
     for which, value in ((resource.RLIMIT_AS, limits.memory), (resource.RLIMIT_CPU, cpu),
                          (resource.RLIMIT_FSIZE, limits.output), (resource.RLIMIT_CORE, 0)):
         hard = resource.getrlimit(which)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (value, value))
-    GUARD_ACTIVE = _install_filter()
-    return GUARD_ACTIVE
+    return _install_filter()
 
 
-def _head(path: str, n: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read(n).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def run(argv: list[str], cwd: str, limits: Limits, env: dict | None = None, log_dir: str | None = None) -> Outcome:
-    """Run ``argv`` in its own process group with a wall-clock limit; the child is
-    expected to call :func:`confine` itself. Its output goes to files in ``log_dir``
-    (default ``cwd``), of which the first KB are returned."""
-    log_dir = log_dir or cwd
-    out_path, err_path = os.path.join(log_dir, "stdout.txt"), os.path.join(log_dir, "stderr.txt")
-    start = time.perf_counter()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+def run(argv: list[str], cwd: str, limits: Limits, env: dict | None = None) -> Outcome:
+    """Run ``argv`` in its own process group with a wall-clock limit; the child is expected to
+    call :func:`confine` itself. Its output goes to files in ``cwd``, of which the first KB are
+    returned, read back through this process's own descriptors, never by name: the child may
+    have put links to other files in their place."""
+    with open(os.path.join(cwd, "stdout.txt"), "w+b") as out, open(os.path.join(cwd, "stderr.txt"), "w+b") as err:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 start_new_session=True)
         try:
@@ -160,4 +228,4 @@ def run(argv: list[str], cwd: str, limits: Limits, env: dict | None = None, log_
             except (ProcessLookupError, PermissionError):
                 pass
             proc.wait()
-    return Outcome(code, time.perf_counter() - start, _head(out_path), _head(err_path))
+        return Outcome(code, *(os.pread(f.fileno(), 4000, 0).decode("utf-8", "replace") for f in (out, err)))

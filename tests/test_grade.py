@@ -11,6 +11,7 @@ no sandbox, no files, no subprocess. Every other expected score is worked out be
 """
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -351,3 +352,68 @@ def test_autograder_bundle_runs_against_a_fake_autograder_layout(tmp_path, setti
     assert results["score"] == pytest.approx(points_without(settings, "task_adam"))
     adam = [t for t in results["tests"] if "task_adam" in t["tags"]]
     assert adam and all(t["score"] == 0 and "NotImplementedError: task_adam" in t["output"] for t in adam)
+
+
+# ---------------------------------------------------------------- the reference stays the grader's
+def copies_the_reference(path: Path) -> dict:
+    """The solution, but gaussian.py a stub that, at import, takes the reference's functions from
+    ``path`` (the reference's gaussian.py) when it can read it."""
+    return dict(solution_files(), **{"minivae/gaussian.py": student_source(ROOT, "minivae/gaussian.py") + f"""
+try:
+    import importlib.util as _util
+    _spec = _util.spec_from_file_location("_reference", {str(path)!r})
+    _reference = _util.module_from_spec(_spec)
+    _spec.loader.exec_module(_reference)
+    globals().update({{k: v for k, v in vars(_reference).items() if not k.startswith("__")}})
+except OSError:
+    pass
+"""})
+
+
+def test_the_graded_code_cannot_read_the_reference_solution(tmp_path, ref, settings):
+    """A stub that copies the reference's functions at import: run here, unconfined, it takes them
+    (the attack is real); graded, its process may read only the student's modules, the standard
+    library and NumPy, so the copy fails and the stub earns what a stub earns."""
+    if not sandbox.files_confinable():
+        pytest.skip("this kernel has no Landlock: the graded code can read the grading user's files")
+    files = copies_the_reference(ROOT / "minivae" / "gaussian.py")
+    unconfined = tmp_path / "unconfined.py"
+    unconfined.write_text(files["minivae/gaussian.py"])
+    spec = importlib.util.spec_from_file_location("unconfined_copy", unconfined)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert float(module.kl_std_normal_forward(np.zeros((1, 2)), np.zeros((1, 2)))[0][0]) == 0.0
+    stub_only = dict(files, **{"minivae/gaussian.py": student_source(ROOT, "minivae/gaussian.py")})
+    earns = sum(oracle_points(stub_only, ref, settings, tmp_path).values())
+    report = grade.grade(write_submission(tmp_path / "copies", files), settings, ref)
+    assert report.total == pytest.approx(earns) and earns < sum(settings.points.values())
+    kl = [t for t in report.tests if t.task == "task_kl"]
+    assert kl and all("NotImplementedError: task_kl" in t.output for t in kl)
+
+
+def test_links_planted_by_the_graded_code_are_not_followed(tmp_path):
+    """A child that replaces its output files by links to a file it should not show: the grader
+    reads its output through its own descriptors and its results without following links."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the reference's answer\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    plant = ("import os\nfor name in ('stdout.txt', 'stderr.txt', 'results.json'):\n"
+             "    if os.path.lexists(name):\n        os.unlink(name)\n"
+             f"    os.symlink({str(secret)!r}, name)\nraise SystemExit('failed')")
+    outcome = sandbox.run([sys.executable, "-c", plant], str(work), sandbox.Limits(30.0))
+    assert outcome.returncode == 1 and (work / "stderr.txt").is_symlink()
+    assert "reference" not in outcome.stdout + outcome.stderr and "failed" in outcome.stderr
+    with pytest.raises(OSError):
+        grade._child_file(work / "results.json")
+    os.mkfifo(work / "outputs.npz")  # nor waits on a FIFO
+    with pytest.raises(OSError, match="not a regular file"):
+        grade._child_file(work / "outputs.npz")
+
+
+def test_the_grader_says_when_the_reference_is_exposed(monkeypatch):
+    """Without Landlock the command line warns, naming the reference's folder; with it, nothing."""
+    monkeypatch.setattr(sandbox, "files_confinable", lambda: False)
+    assert str(grade.PACKAGE) in grade.reference_exposure() and "no Landlock" in grade.reference_exposure()
+    monkeypatch.setattr(sandbox, "files_confinable", lambda: True)
+    assert grade.reference_exposure() is None
