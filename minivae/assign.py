@@ -29,7 +29,6 @@ case and the section of ASSIGNMENT.md to re-read.
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import re
 import shutil
@@ -43,8 +42,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["TASKS", "Region", "functions", "Mutant", "MUTANTS", "TELLTALES", "WITHHELD_LESSONS", "INSTRUCTOR_ONLY",
-           "AssignError", "regions", "render", "student_source", "strip_instructor", "strip_solutions", "solution_lines",
-           "build_student_copy", "check_copy", "write_variant", "isolated_python", "prove", "Proof"]
+           "AssignError", "regions", "render", "student_source", "strip_instructor", "strip_solutions",
+           "solution_lines", "build_student_copy", "check_copy", "write_variant", "isolated_python", "prove", "Proof"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = re.compile(r"^(\s*)### BEGIN SOLUTION (\w+)\s*$")
@@ -341,6 +340,8 @@ def functions(source: str, name: str = "<source>") -> dict[str, list[str]]:
             if m and len(m.group(1)) < indent:
                 chain.insert(0, (m.group(2), m.group(3)))
                 indent = len(m.group(1))
+        if not chain or chain[0][0] == "class" and len(chain) < 2:
+            raise AssignError(f"{name}:{r.begin + 1}: {r.task}'s region is not inside a function")
         qual = chain[0][1] if chain[0][0] == "def" else f"{chain[0][1]}.{chain[1][1]}"
         if qual not in found.setdefault(r.task, []):
             found[r.task].append(qual)
@@ -527,7 +528,7 @@ def _marked_files(copy: Path, task: str) -> list[str]:
                   if f"mark.{task}" in p.read_text(encoding="utf-8"))
 
 
-def prove(copy: str | Path, python: str | Path, root: Path = ROOT, full_suite: bool = True) -> Proof:
+def prove(copy: str | Path, python: str | Path, root: Path = ROOT) -> Proof:
     """Prove the student copy in ``copy`` with ``python``, an interpreter that cannot import
     the solution (see :func:`isolated_python`), into which the copy is installed (editable,
     as ASSIGNMENT.md tells the student): the checks (a), (b), (c) of the module's docstring.
@@ -546,19 +547,19 @@ def prove(copy: str | Path, python: str | Path, root: Path = ROOT, full_suite: b
         for k, task in enumerate(tasks):
             write_variant(copy, root, set(tasks[:k]))
             results = run_tests(copy, python, task, _marked_files(copy, task))
-            bad = [r for r in results if r.outcome != "failed" or f"NotImplementedError: {task}:" not in r.message]
+            stubbed = [r for r in results if r.outcome != "failed" or f"NotImplementedError: {task}:" not in r.message]
             if not results:
                 problems.append(f"{task}: no test carries its marker")
-            for r in bad:
+            for r in stubbed:
                 problems.append(f"{task}, tasks before it solved: {r.name} {r.outcome} "
                                 f"without the task's NotImplementedError: {_first_line(r.message)}")
             write_variant(copy, root, set(tasks[:k + 1]))
             results = run_tests(copy, python, task, _marked_files(copy, task))
-            bad = [r for r in results if r.outcome != "passed"]
-            for r in bad:
+            solved = [r for r in results if r.outcome != "passed"]
+            for r in solved:
                 problems.append(f"{task}, solved: {r.name} {r.outcome}: {_first_line(r.message)}")
             lines.append(f"{task}: {len(results)} tests; each fails with {task}'s NotImplementedError until "
-                         f"it is done, passes when it is ({len(bad)} exceptions)")
+                         f"it is done, passes when it is ({len(stubbed) + len(solved)} exceptions)")
             for mutant in MUTANTS.get(task, []):
                 write_variant(copy, root, set(tasks), mutant)
                 results = run_tests(copy, python, task, _marked_files(copy, task))
@@ -571,12 +572,10 @@ def prove(copy: str | Path, python: str | Path, root: Path = ROOT, full_suite: b
                                         f"ASSIGNMENT.md section: {_first_line(r.message)}")
                 lines.append(f"{task}, {mutant.what}: {len(failed)} of {len(results)} tests fail")
         write_variant(copy, root, set(tasks))
-        if full_suite:
-            results = run_tests(copy, python)
-            bad = [r for r in results if r.outcome in ("failed", "error")]
-            problems += [f"all tasks solved: {r.name} {r.outcome}: {_first_line(r.message)}" for r in bad]
-            lines.append(f"all tasks solved: {len(results) - len(bad)} of {len(results)} tests of the whole "
-                         f"suite pass")
+        results = run_tests(copy, python)
+        bad = [r for r in results if r.outcome in ("failed", "error")]
+        problems += [f"all tasks solved: {r.name} {r.outcome}: {_first_line(r.message)}" for r in bad]
+        lines.append(f"all tasks solved: {len(results) - len(bad)} of {len(results)} tests of the whole suite pass")
     finally:
         write_variant(copy, root, set())
     return Proof(lines, problems)
@@ -594,7 +593,3 @@ def _first_line(text: str) -> str:
         if line.strip():
             return line.strip()[:300]
     return ""
-
-
-def summary_json(proof: Proof) -> str:
-    return json.dumps({"ok": proof.ok, "lines": proof.lines, "problems": proof.problems}, indent=2)

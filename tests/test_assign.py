@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from minivae.assign import (INSTRUCTOR_ONLY, MUTANTS, TASKS, WITHHELD_LESSONS, AssignError, build_student_copy,
-                            check_copy, isolated_python, prove, regions, render, run_tests, solution_lines,
+                            check_copy, functions, isolated_python, prove, regions, render, run_tests, solution_lines,
                             strip_instructor, strip_solutions, write_variant)
 from minivae.lessons import find_lessons
 
@@ -36,6 +36,15 @@ def test_strip_keeps_indentation_and_refuses_malformed_regions():
                        (src.replace("    return x + y\n", "    ### BEGIN SOLUTION task_kl\n"), "inside another")]:
         with pytest.raises(AssignError, match=match):
             strip_solutions(bad)
+
+
+def test_functions_name_where_each_region_sits_and_refuse_one_outside_a_function():
+    body = "    ### BEGIN SOLUTION task_kl\n    return 1\n    ### END SOLUTION\n"
+    assert functions("def f():\n" + body) == {"task_kl": ["f"]}
+    assert functions("class A:\n    def g(self):\n    " + body.replace("\n    ", "\n        ")) == {"task_kl": ["A.g"]}
+    for outside in ("### BEGIN SOLUTION task_kl\nx = 1\n### END SOLUTION\n", "class A:\n" + body):
+        with pytest.raises(AssignError, match="not inside a function"):
+            functions(outside, "m.py")
 
 
 def test_instructor_regions_leave_the_copy_altogether():
