@@ -56,7 +56,7 @@ from .assign import INSTRUCTOR_ONLY, ROOT, TASKS, regions, student_source
 from .gradcheck import mismatch
 
 __all__ = ["Settings", "load_settings", "student_files", "Submission", "read_submission", "Reference",
-           "reference", "TestResult", "Report", "grade", "grade_all", "gradescope_json", "summary",
+           "reference", "CaseResult", "Report", "grade", "grade_all", "gradescope_json", "summary",
            "autograder_bundle", "reference_exposure", "reports_folder", "GradeError"]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -302,13 +302,18 @@ def _why_it_ended(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
 
 # ---------------------------------------------------------------- the judge
 @dataclass
-class TestResult:
+class CaseResult:
     name: str
     task: str
     hidden: bool
     score: float
     max_score: float
     output: str
+
+    @property
+    def label(self) -> str:
+        """The case's name as reports show it."""
+        return self.name + (" (hidden)" if self.hidden else "")
 
 
 @dataclass
@@ -368,7 +373,7 @@ def grade(path: str | Path, settings: Settings, ref: Reference | None = None, pr
                 problem = why or _judge(c, ref.outputs[i], arrays, k, errors.get(k, "no result"))
                 score = 0.0 if problem else worth
                 got += score
-                tests.append(TestResult(f"{task}: {c.name}", task, c.hidden, score, worth, problem or "ok"))
+                tests.append(CaseResult(f"{task}: {c.name}", task, c.hidden, score, worth, problem or "ok"))
             points[task] = (got, settings.points[task])
     return Report(sub.name, tests, sub.notes, points)
 
@@ -377,7 +382,7 @@ def grade(path: str | Path, settings: Settings, ref: Reference | None = None, pr
 def gradescope_json(report: Report, settings: Settings) -> dict:
     """Gradescope's results.json: every case a test, hidden ones with the configured visibility."""
     return {"score": round(report.total, 4), "output": summary(report),
-            "tests": [{"name": t.name + (" (hidden)" if t.hidden else ""), "score": round(t.score, 4),
+            "tests": [{"name": t.label, "score": round(t.score, 4),
                        "max_score": round(t.max_score, 4), "output": t.output,
                        "visibility": settings.hidden_visibility if t.hidden else "visible", "tags": [t.task]}
                       for t in report.tests]}
@@ -391,7 +396,7 @@ def summary(report: Report) -> str:
     failed = [t for t in report.tests if t.score < t.max_score]
     if failed:
         lines.append("failed:")
-        lines += [f"  {t.name}{' (hidden)' if t.hidden else ''}: {t.output}" for t in failed]
+        lines += [f"  {t.label}: {t.output}" for t in failed]
     return "\n".join(lines)
 
 
