@@ -54,7 +54,7 @@ import numpy as np
 
 __all__ = [
     "conv_output_size",
-    "im2col", "col2im", "filters_matrix", "column_sums",
+    "im2col", "col2im", "filters_matrix", "filters_from_matrix", "column_sums",
     "conv2d_forward", "conv2d_backward",
     "conv2d_scatter_forward", "conv2d_scatter_backward",
     "depth_to_space", "space_to_depth",
@@ -159,6 +159,11 @@ def filters_matrix(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 1, 0).reshape(kh * kw * C, F)  # (kh*kw*C, F)
 
 
+def filters_from_matrix(m: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """The inverse of :func:`filters_matrix`: a (kh*kw*C, F) matrix as filters (F, C, kh, kw)."""
+    return m.reshape(kh, kw, -1, m.shape[-1]).transpose(3, 2, 0, 1)
+
+
 def _check(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> None:
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"need x (N, H, W, C) and w (F, C, kh, kw); got shapes {x.shape} and {w.shape}")
@@ -203,7 +208,7 @@ def conv2d_backward(dy: np.ndarray, cache: Conv2dCache):
     """
     F, _, kh, kw = cache.w.shape
     dY = dy.reshape(-1, F)  # (N*H'*W', F)
-    dw = (cache.cols.T @ dY).reshape(kh, kw, -1, F).transpose(3, 2, 0, 1)  # (kh*kw*C, F) -> (F, C, kh, kw)
+    dw = filters_from_matrix(cache.cols.T @ dY, kh, kw)  # (kh*kw*C, F) -> (F, C, kh, kw)
     dcols = dY @ filters_matrix(cache.w).T  # (N*H'*W', kh*kw*C)
     dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.pad)  # (N, H, W, C)
     return dx, dw, column_sums(dY)

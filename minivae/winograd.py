@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .conv import _check, column_sums
+from .conv import _check, column_sums, filters_from_matrix, filters_matrix
 
 __all__ = ["BT", "G", "AT", "winograd_conv3x3_forward", "winograd_conv3x3_backward"]
 
@@ -77,7 +77,7 @@ def winograd_conv3x3_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray):
             d[a, c] = xp[:, a:a + 4 * th:4, c:c + 4 * tw:4]
     T = N * th * tw
     V = (_BB.astype(x.dtype) @ d.reshape(36, -1)).reshape(36, T, C)    # B^T d B, (36, T, C)
-    U = (_GG.astype(x.dtype) @ w.transpose(2, 3, 1, 0).reshape(9, -1)).reshape(36, C, F)  # G g G^T
+    U = (_GG.astype(x.dtype) @ filters_matrix(w).reshape(9, -1)).reshape(36, C, F)  # G g G^T
     M = V @ U                                                           # (36, T, F): 36 GEMMs
     Y = (_AA.astype(x.dtype) @ M.reshape(36, -1)).reshape(4, 4, N, th, tw, F)  # A^T M A
     y = np.empty((N, th, 4, tw, 4, F), dtype=x.dtype)                   # the tiles in place, plus the bias
@@ -102,7 +102,7 @@ def winograd_conv3x3_backward(dy: np.ndarray, cache: WinogradCache):
             dY[a, c, :, :part.shape[1], :part.shape[2]] = part
     dM = (_AA.T.astype(dy.dtype) @ dY.reshape(16, -1)).reshape(36, -1, F)  # (36, T, F)
     dU = cache.V.transpose(0, 2, 1) @ dM                                # (36, C, F)
-    dw = (_GG.T.astype(dy.dtype) @ dU.reshape(36, -1)).reshape(3, 3, C, F).transpose(3, 2, 0, 1)
+    dw = filters_from_matrix((_GG.T.astype(dy.dtype) @ dU.reshape(36, -1)).reshape(9 * C, F), 3, 3)
     dV = dM @ cache.U.transpose(0, 2, 1)                                # (36, T, C)
     dd = (_BB.T.astype(dy.dtype) @ dV.reshape(36, -1)).reshape(6, 6, N, th, tw, C)
     dxp = np.zeros((N, 4 * th + 2, 4 * tw + 2, C), dtype=dy.dtype)
