@@ -65,8 +65,10 @@ def assert_param_grads(loss, params: dict, grads: dict, case: str, tol: float = 
     worst entry."""
     from minivae.gradcheck import numerical_gradient, rel_error
 
-    bad = []
-    for name in params:
+    missing, unknown = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+    bad = [f"no gradient for {missing}"] if missing else []
+    bad += [f"gradients for {unknown}, which are not parameters"] if unknown else []
+    for name in (n for n in params if n in grads):
         numerical = numerical_gradient(loss, params[name], h)
         got = np.asarray(grads[name])
         if got.shape != numerical.shape:
