@@ -14,7 +14,6 @@ too. A lesson calls :func:`quick` to pick small sizes when ``MINIVAE_QUICK=1``
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import runpy
@@ -54,18 +53,17 @@ def in_notebook() -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
-def show(fig, name: str, dpi: int = 100) -> None:
-    """Save the matplotlib ``Figure`` as ``out_dir() / name`` (a PNG) and, in a
-    notebook, display it under the cell. Prints where it went. Never opens a
-    window, so a script never blocks."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+def show(fig, name: str, dpi: int | None = None) -> None:
+    """Save the matplotlib ``Figure`` as ``out_dir() / name`` (a PNG, at ``dpi`` or
+    :data:`minivae.plots.DPI`) and, in a notebook, display it under the cell. Prints
+    where it went. Never opens a window, so a script never blocks."""
+    from .plots import DPI, save
+
     path = out_dir() / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
+    save(fig, path, dpi or DPI)
     if in_notebook():
         from IPython.display import Image, display
-        display(Image(data=buf.getvalue(), format="png"))
+        display(Image(filename=str(path)))
     print(f"figure saved to {path}")
 
 
@@ -99,15 +97,21 @@ def run_lesson(number: int, quick_mode: bool = False, out: str | Path | None = N
     return time.perf_counter() - start
 
 
+def refuse_overwrite(targets: list[Path], what: str) -> None:
+    """Raise FileExistsError if any of ``targets`` exists, before anything is written: a
+    student's edits are never lost."""
+    clash = [str(t) for t in targets if t.exists()]
+    if clash:
+        raise FileExistsError(f"{len(clash)} {what} already in {Path(clash[0]).parent}, e.g. {clash[0]}; "
+                              f"nothing written: choose another folder or move them away")
+
+
 def copy_lessons(dest: str | Path) -> list[Path]:
     """Copy every lesson script (and the lessons' README) into ``dest``, to edit and run
     there. Refuses to overwrite a file that exists, so a student's edits are never lost.
     Returns the paths written."""
     dest = Path(dest)
     sources = list(find_lessons().values()) + [LESSONS_DIR / "README.md"]
-    clash = [str(dest / p.name) for p in sources if (dest / p.name).exists()]
-    if clash:
-        raise FileExistsError(f"{len(clash)} lesson file(s) already in {dest}, e.g. {clash[0]}; "
-                              f"nothing copied: choose another folder or move them away")
+    refuse_overwrite([dest / p.name for p in sources], "lesson file(s)")
     dest.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(p, dest / p.name)) for p in sources]

@@ -21,7 +21,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from .lessons import QUICK_ENV, find_lessons
+from .lessons import QUICK_ENV, find_lessons, refuse_overwrite
 
 __all__ = ["write_notebooks", "lesson_notebook", "default_source", "KERNELSPEC"]
 
@@ -109,10 +109,7 @@ def write_notebooks(out: str | Path, quick: bool = False, source: str | None = N
     out = Path(out)
     lessons = find_lessons()
     targets = {n: out / (path.stem + ".ipynb") for n, path in lessons.items()}
-    clash = [str(t) for t in targets.values() if t.exists()]
-    if clash:
-        raise FileExistsError(f"{len(clash)} notebook(s) already in {out}, e.g. {clash[0]}; nothing written: "
-                              f"choose another folder or move them away")
+    refuse_overwrite(list(targets.values()), "notebook(s)")
     source = default_source() if source is None else source
     notebooks = {n: lesson_notebook(path, quick, source) for n, path in lessons.items()}
     out.mkdir(parents=True, exist_ok=True)
