@@ -6,11 +6,13 @@ The grader runs each task of a submission in a child process that calls
 * may hold at most ``memory`` bytes of address space (a huge allocation raises
   MemoryError), use ``seconds`` + 1 s of CPU, and grow no file beyond ``output``
   bytes (a flood of printing ends the process);
-* cannot start a process or a program, change its limits, trace or signal
-  another process: on Linux (x86-64, aarch64) a seccomp filter makes fork,
-  exec, setrlimit, ptrace and kill of another process fail with EPERM. Threads
-  stay allowed (the BLAS uses them). A fork loop therefore fails at its first
-  fork, and nothing the student starts can outlive the grading;
+* cannot start a process or a program, change its limits, trace, signal or read
+  another process, open a socket or use io_uring: on Linux (x86-64, aarch64) a
+  seccomp filter makes fork, exec, setrlimit, ptrace, kill of another process,
+  sigqueue, pidfd calls, process_vm_readv, socket and io_uring_setup fail with
+  EPERM, and every system call of another ABI (32-bit ``int 0x80``, x32) too.
+  Threads stay allowed (the BLAS uses them). A fork loop therefore fails at its
+  first fork, and nothing the student starts can outlive the grading;
 * is not dumpable: no other process of the same user can read its memory.
 
 On Linux 5.13 and later (where the kernel offers Landlock), :func:`confine_files`
@@ -59,7 +61,7 @@ class Outcome(NamedTuple):
 
 # ---------------------------------------------------------------- the seccomp filter
 # BPF opcodes and seccomp return values (linux/filter.h, linux/seccomp.h)
-_LD_W_ABS, _JEQ, _JSET, _RET = 0x20, 0x15, 0x45, 0x06
+_LD_W_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
 _PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 4, 38, 22, 2
 _CLONE_THREAD = 0x00010000
@@ -67,10 +69,21 @@ _CLONE_THREAD = 0x00010000
 #: per architecture: its AUDIT_ARCH value and the numbers of the system calls to refuse
 _ARCH = {
     "x86_64": (0xC000003E, dict(fork=57, vfork=58, execve=59, execveat=322, clone=56, clone3=435,
-                                setrlimit=160, prlimit64=302, ptrace=101, kill=62, tkill=200, tgkill=234)),
+                                setrlimit=160, prlimit64=302, ptrace=101, kill=62, tkill=200, tgkill=234,
+                                rt_sigqueueinfo=129, rt_tgsigqueueinfo=297, pidfd_open=434,
+                                pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=310,
+                                process_vm_writev=311, socket=41, socketpair=53, io_uring_setup=425)),
     "aarch64": (0xC00000B7, dict(execve=221, execveat=281, clone=220, clone3=435, setrlimit=164,
-                                 prlimit64=261, ptrace=117, kill=129, tkill=130, tgkill=131)),
+                                 prlimit64=261, ptrace=117, kill=129, tkill=130, tgkill=131,
+                                 rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, pidfd_open=434,
+                                 pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=270,
+                                 process_vm_writev=271, socket=198, socketpair=199, io_uring_setup=425)),
 }
+#: refused outright (clone, clone3, kill and tgkill are handled on their own)
+_REFUSED = ("fork", "vfork", "execve", "execveat", "setrlimit", "prlimit64", "ptrace", "tkill", "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "process_vm_readv",
+            "process_vm_writev", "socket", "socketpair", "io_uring_setup")
+_X32_BIT = 0x40000000  # x86-64's x32 ABI: call numbers with this bit set
 
 
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -78,13 +91,15 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def _filter(arch: int, nr: dict[str, int], pid: int) -> list[bytes]:
-    """The BPF program: refuse process creation, exec, limit changes and ptrace; allow
-    clone only for threads, kill and tgkill only towards this process; allow the rest."""
+    """The BPF program: refuse every call of another ABI (32-bit ``int 0x80``, x32), process
+    creation, exec, limit changes, ptrace, other processes' memory, signals by any other
+    route than kill and tgkill, sockets and io_uring; allow clone only for threads, kill and
+    tgkill only towards this process; allow the rest."""
     eperm, enosys = _ERRNO | errno.EPERM, _ERRNO | errno.ENOSYS
-    prog = [_ins(_LD_W_ABS, 0, 0, 4), _ins(_JEQ, 1, 0, arch), _ins(_RET, 0, 0, _ALLOW),  # other ABIs: allow
-            _ins(_LD_W_ABS, 0, 0, 0)]                                                     # the call's number
-    refused = {k: eperm for k in ("fork", "vfork", "execve", "execveat", "setrlimit", "prlimit64", "ptrace",
-                                  "tkill")}
+    prog = [_ins(_LD_W_ABS, 0, 0, 4), _ins(_JEQ, 1, 0, arch), _ins(_RET, 0, 0, eperm),  # other ABIs: refuse
+            _ins(_LD_W_ABS, 0, 0, 0),                                                    # the call's number
+            _ins(_JGE, 0, 1, _X32_BIT), _ins(_RET, 0, 0, eperm)]
+    refused = {k: eperm for k in _REFUSED}
     refused["clone3"] = enosys  # glibc then falls back to clone, checked below
     for name, ret in refused.items():
         if name in nr:
