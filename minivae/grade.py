@@ -37,6 +37,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -268,23 +269,50 @@ def _run_task(tree: Path, task: str, work: Path, settings: Settings) -> tuple[di
         why = _why_it_ended(outcome, limits)
     if why:
         return {}, {}, why
-    try:
-        with np.load(io.BytesIO(_child_file(outputs)), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        errors = {int(k): v for k, v in json.loads(_child_file(results)).items()}
-    except (OSError, ValueError, KeyError) as e:
-        return {}, {}, f"its outputs could not be read ({type(e).__name__}: {e})"
+    try:  # whatever the child's code wrote there: any failure to read it costs the task only
+        arrays = _read_outputs(_child_file(outputs, limits.output))
+        errors = json.loads(_child_file(results, limits.output))
+        if not (isinstance(errors, dict) and all(isinstance(v, (str, type(None))) for v in errors.values())):
+            raise ValueError("results.json is not the runner's")
+        errors = {int(k): v for k, v in errors.items()}
+    except Exception as e:  # noqa: BLE001  (MemoryError, RecursionError and BadZipFile included)
+        return {}, {}, f"its outputs could not be read ({type(e).__name__}: {str(e)[:300]})"
     return arrays, errors, None
 
 
-def _child_file(path: Path) -> bytes:
-    """A file the child wrote, read without following a link it may have put in its place (to
-    a file that only the grader may read) and without waiting on a FIFO."""
+def _child_file(path: Path, limit: int) -> bytes:
+    """A file the child wrote, at most ``limit`` bytes, read without following a link it may
+    have put in its place (to a file that only the grader may read), nor waiting on a FIFO."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path.name} is not a regular file")
-        return f.read()
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path.name} is larger than the output limit")
+    return data
+
+
+def _read_outputs(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an ``outputs.npz``, refusing what ``np.savez`` does not write: only
+    uncompressed ``.npy`` members (no decompression bombs), no object arrays, and each
+    header declaring no more data than its member holds (no huge allocation)."""
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                raise ValueError(f"{info.filename}: not an uncompressed .npy member")
+            member = io.BytesIO(archive.read(info))
+            version = np.lib.format.read_magic(member)
+            header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in header:
+                raise ValueError(f"{info.filename}: .npy version {version}")
+            shape, _, dtype = header[version](member)
+            if dtype.hasobject or math.prod(shape) * dtype.itemsize > len(member.getbuffer()) - member.tell():
+                raise ValueError(f"{info.filename}: its header declares more data than it holds")
+            member.seek(0)
+            arrays[info.filename[:-len(".npy")]] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
 
 
 def _why_it_ended(outcome: sandbox.Outcome, limits: sandbox.Limits) -> str:
@@ -380,23 +408,27 @@ def grade(path: str | Path, settings: Settings, ref: Reference | None = None, pr
 
 # ---------------------------------------------------------------- reports
 def gradescope_json(report: Report, settings: Settings) -> dict:
-    """Gradescope's results.json: every case a test, hidden ones with the configured visibility."""
-    return {"score": round(report.total, 4), "output": summary(report),
+    """Gradescope's results.json: every case a test, hidden ones with the configured visibility;
+    the top-level output, which students see at once, names the hidden cases that failed but
+    not what they expected."""
+    return {"score": round(report.total, 4), "output": summary(report, hidden_details=False),
             "tests": [{"name": t.label, "score": round(t.score, 4),
                        "max_score": round(t.max_score, 4), "output": t.output,
                        "visibility": settings.hidden_visibility if t.hidden else "visible", "tags": [t.task]}
                       for t in report.tests]}
 
 
-def summary(report: Report) -> str:
-    """A readable summary: points per task, then every failed case with its reason."""
+def summary(report: Report, hidden_details: bool = True) -> str:
+    """A readable summary: points per task, then every failed case with its reason (for a
+    hidden case only its name unless ``hidden_details``)."""
     lines = [f"{report.student}: {report.total:g} of {report.max_total:g} points"]
     lines += [f"  {task:15s} {got:6.2f} / {top:g}" for task, (got, top) in report.points.items()]
     lines += [f"note: {n}" for n in report.notes]
     failed = [t for t in report.tests if t.score < t.max_score]
     if failed:
         lines.append("failed:")
-        lines += [f"  {t.label}: {t.output}" for t in failed]
+        lines += [f"  {t.label}: {t.output}" if hidden_details or not t.hidden else f"  {t.label}"
+                  for t in failed]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ no sandbox, no files, no subprocess. Every other expected score is worked out be
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
 import os
 import resource
@@ -261,6 +262,51 @@ def test_the_process_guard_is_active_here():
     assert r.stdout.strip() == "refused", r.stdout + r.stderr
 
 
+FILTERED = r"""
+import ctypes, mmap, os, platform, socket, struct, sys, threading
+sys.path.insert(0, sys.argv[1])
+import sandbox
+assert sandbox.confine(sandbox.Limits(20.0))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def refused(name, *args):
+    nr = sandbox._ARCH[platform.machine()][1][name]
+    r = libc.syscall(*(ctypes.c_long(a) for a in (nr, *args)))
+    print(name, "refused" if r == -1 and ctypes.get_errno() == 1 else f"returned {r}")
+refused("rt_sigqueueinfo", os.getppid(), 0, 0)
+refused("pidfd_open", os.getppid(), 0)
+refused("process_vm_readv", os.getppid(), 0, 0, 0, 0, 0)
+refused("io_uring_setup", 1, 0)
+try:
+    socket.socket()
+    print("socket made")
+except PermissionError:
+    print("socket refused")
+if platform.machine() == "x86_64":  # getpid by the 32-bit ABI: mov eax, 20; int 0x80; cdqe; ret
+    code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    code.write(b"\xb8" + struct.pack("<I", 20) + b"\xcd\x80\x48\x98\xc3")
+    r = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(code)))()
+    print("int 0x80", "refused" if r == -1 else f"returned {r}")
+    r = libc.syscall(ctypes.c_long(39 | 0x40000000))
+    print("x32", "refused" if r == -1 and ctypes.get_errno() == 1 else f"returned {r}")
+thread = threading.Thread(target=print, args=("a thread runs",))
+thread.start()
+thread.join()
+"""
+
+
+def test_the_filter_refuses_every_other_route_to_another_process_or_the_network():
+    """Signals by sigqueue or pidfd, another process's memory, io_uring, sockets, and any call
+    of another ABI (32-bit int 0x80, x32, which once let a fork outlive the grading): refused;
+    threads still run."""
+    r = subprocess.run([sys.executable, "-c", FILTERED, str(Path(sandbox.__file__).parent)],
+                       capture_output=True, text=True, timeout=60)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and "a thread runs" in lines, r.stdout + r.stderr
+    checks = [line for line in lines if line != "a thread runs"]
+    assert len(checks) >= 5 and all(line.endswith(" refused") for line in checks), r.stdout
+
+
 def test_points_come_from_points_ini_with_defaults(tmp_path):
     s = load_settings()
     assert set(s.points) == set(TASKS) and sum(s.points.values()) == 100
@@ -328,6 +374,10 @@ def test_a_failure_says_what_was_expected_and_what_came(tmp_path, ref, settings)
                for t in failed)
     text = grade.summary(report)
     assert "task_kl: kl_std_normal, leading axes (2, 3, 4) (hidden): kl: expected" in text
+    shown = grade.gradescope_json(report, settings)  # its top-level output: what students see at once
+    hidden = [t for t in shown["tests"] if t["visibility"] != "visible" and t["score"] == 0]
+    assert hidden and all(t["output"] not in shown["output"] for t in hidden)
+    assert "  task_kl: kl_std_normal, leading axes (2, 3, 4) (hidden)\n" in shown["output"] + "\n"
 
 
 def test_autograder_bundle_runs_against_a_fake_autograder_layout(tmp_path, settings):
@@ -405,10 +455,10 @@ def test_links_planted_by_the_graded_code_are_not_followed(tmp_path):
     assert outcome.returncode == 1 and (work / "stderr.txt").is_symlink()
     assert "reference" not in outcome.stdout + outcome.stderr and "failed" in outcome.stderr
     with pytest.raises(OSError):
-        grade._child_file(work / "results.json")
+        grade._child_file(work / "results.json", 1 << 20)
     os.mkfifo(work / "outputs.npz")  # nor waits on a FIFO
     with pytest.raises(OSError, match="not a regular file"):
-        grade._child_file(work / "outputs.npz")
+        grade._child_file(work / "outputs.npz", 1 << 20)
 
 
 def test_the_grader_says_when_the_reference_is_exposed(monkeypatch):
@@ -417,3 +467,67 @@ def test_the_grader_says_when_the_reference_is_exposed(monkeypatch):
     assert str(grade.PACKAGE) in grade.reference_exposure() and "no Landlock" in grade.reference_exposure()
     monkeypatch.setattr(sandbox, "files_confinable", lambda: True)
     assert grade.reference_exposure() is None
+
+
+def bomb_zip(members: dict, compression=zipfile.ZIP_STORED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def npy_header(shape: tuple) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("outputs,results", [  # results: the expression of results.json's text
+    (b"PK\x03\x04 not a zip", "'{}'"),
+    (None, "'[]'"),
+    (None, "'[' * 200_000 + ']' * 200_000"),
+    (None, """'{"0": 5}'"""),
+    ("deflated", "'{}'"),
+    ("huge header", "'{}'"),
+    ("objects", "'{}'"),
+    (None, """'{"0": null}'"""),
+], ids=["not-a-zip", "json-list", "deep-json", "json-not-text", "compressed", "huge-header", "objects",
+        "as-the-runner-writes-them"])
+def test_output_files_the_graded_code_wrote_itself_cost_only_its_task(tmp_path, outputs, results):
+    """Files in the child's folder that the runner did not write (a broken zip, a decompression
+    bomb, a header declaring 2^40 floats, pickled objects, JSON of another shape): the task's
+    outputs cannot be read, and the grader goes on; files as the runner writes them are read."""
+    members = {"0/kl.npy": npy_header((3,)) + np.zeros(3).tobytes()}
+    if outputs == "deflated":
+        outputs = bomb_zip({"0/kl.npy": npy_header((2**20,)) + bytes(2**23)}, zipfile.ZIP_DEFLATED)
+    elif outputs == "huge header":
+        outputs = bomb_zip({"0/kl.npy": npy_header((2**40,))})
+    elif outputs == "objects":
+        buf = io.BytesIO()
+        np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        outputs = bomb_zip({"0/kl.npy": buf.getvalue()})
+    elif outputs is None:
+        outputs = bomb_zip(members)
+    code = f"open('outputs.npz', 'wb').write({outputs!r})\nopen('results.json', 'w').write({results})\n"
+    work = tmp_path / "code" / "tree"
+    work.mkdir(parents=True)
+    settings = load_settings(seconds=SECONDS)
+    real_run = sandbox.run
+    runs = []
+
+    def run(argv, cwd, limits, env=None):  # the runner replaced by a child that writes the files itself
+        runs.append(cwd)
+        return real_run([sys.executable, "-c", code], cwd, limits, env)
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(sandbox, "run", run)
+    try:
+        arrays, errors, why = grade._run_task(work, "task_kl", tmp_path / "task_kl", settings)
+    finally:
+        monkeypatch.undo()
+    assert runs
+    if results == """'{"0": null}'""":  # the control: files as the runner writes them are read
+        assert why is None and errors == {0: None} and np.array_equal(arrays["0/kl"], np.zeros(3))
+    else:
+        assert arrays == {} and errors == {} and why.startswith("its outputs could not be read"), why
