@@ -380,7 +380,7 @@ def grade(path: str | Path, settings: Settings, ref: Reference | None = None, pr
     ref = ref or reference()
     wanted = student_files()
     sub = read_submission(path, wanted)
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
+    with tempfile.TemporaryDirectory(dir=work, ignore_cleanup_errors=True) as tmp:  # whatever the code left
         tmp = Path(tmp)
         tree = tmp / "code" / "tree"
         if pristine is None:

@@ -13,7 +13,11 @@ The grader runs each task of a submission in a child process that calls
   EPERM, and every system call of another ABI (32-bit ``int 0x80``, x32) too.
   Threads stay allowed (the BLAS uses them). A fork loop therefore fails at its
   first fork, and nothing the student starts can outlive the grading;
-* is not dumpable: no other process of the same user can read its memory.
+* is not dumpable: no other process of the same user can read its memory;
+* holds no capability (run by root, it is an ordinary user towards the system), and
+  the filter refuses what a same-user process could still do to others or to files:
+  change modes, owners, times or attributes of files, set priorities or CPUs of
+  processes, have SIGIO sent to another process.
 
 On Linux 5.13 and later (where the kernel offers Landlock), :func:`confine_files`
 also limits what the process may open, for any user, root included: it reads only
@@ -68,21 +72,41 @@ _CLONE_THREAD = 0x00010000
 
 #: per architecture: its AUDIT_ARCH value and the numbers of the system calls to refuse
 _ARCH = {
-    "x86_64": (0xC000003E, dict(fork=57, vfork=58, execve=59, execveat=322, clone=56, clone3=435,
-                                setrlimit=160, prlimit64=302, ptrace=101, kill=62, tkill=200, tgkill=234,
-                                rt_sigqueueinfo=129, rt_tgsigqueueinfo=297, pidfd_open=434,
-                                pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=310,
-                                process_vm_writev=311, socket=41, socketpair=53, io_uring_setup=425)),
-    "aarch64": (0xC00000B7, dict(execve=221, execveat=281, clone=220, clone3=435, setrlimit=164,
-                                 prlimit64=261, ptrace=117, kill=129, tkill=130, tgkill=131,
-                                 rt_sigqueueinfo=138, rt_tgsigqueueinfo=240, pidfd_open=434,
-                                 pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=270,
-                                 process_vm_writev=271, socket=198, socketpair=199, io_uring_setup=425)),
+    "x86_64": (0xC000003E, dict(
+        fork=57, vfork=58, execve=59, execveat=322, clone=56, clone3=435, setrlimit=160, prlimit64=302,
+        ptrace=101, kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297,
+        pidfd_open=434, pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=310, process_vm_writev=311,
+        socket=41, socketpair=53, io_uring_setup=425, fcntl=72, perf_event_open=298,
+        chmod=90, fchmod=91, fchmodat=268, fchmodat2=452, chown=92, fchown=93, lchown=94, fchownat=260,
+        utime=132, utimes=235, utimensat=280, futimesat=261, setxattr=188, lsetxattr=189, fsetxattr=190,
+        removexattr=197, lremovexattr=198, fremovexattr=199, setxattrat=463, removexattrat=466,
+        setpriority=141, sched_setaffinity=203, sched_setscheduler=144, sched_setparam=142,
+        sched_setattr=314, ioprio_set=251)),
+    "aarch64": (0xC00000B7, dict(
+        execve=221, execveat=281, clone=220, clone3=435, setrlimit=164, prlimit64=261,
+        ptrace=117, kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240,
+        pidfd_open=434, pidfd_send_signal=424, pidfd_getfd=438, process_vm_readv=270, process_vm_writev=271,
+        socket=198, socketpair=199, io_uring_setup=425, fcntl=25, perf_event_open=241,
+        fchmod=52, fchmodat=53, fchmodat2=452, fchown=55, fchownat=54,
+        utimensat=88, setxattr=5, lsetxattr=6, fsetxattr=7, removexattr=14, lremovexattr=15,
+        fremovexattr=16, setxattrat=463, removexattrat=466,
+        setpriority=140, sched_setaffinity=122, sched_setscheduler=119, sched_setparam=118,
+        sched_setattr=274, ioprio_set=30)),
 }
-#: refused outright (clone, clone3, kill and tgkill are handled on their own)
+#: refused outright (clone, clone3, kill, tgkill and fcntl are handled on their own): new
+#: processes and programs, limits, other processes (tracing, memory, signals by any route,
+#: priorities and CPUs), files' modes, owners, times and attributes (which Landlock leaves
+#: open), sockets, io_uring and performance counters
 _REFUSED = ("fork", "vfork", "execve", "execveat", "setrlimit", "prlimit64", "ptrace", "tkill", "rt_sigqueueinfo",
             "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "process_vm_readv",
-            "process_vm_writev", "socket", "socketpair", "io_uring_setup")
+            "process_vm_writev", "socket", "socketpair", "io_uring_setup", "perf_event_open",
+            "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+            "utime", "utimes", "utimensat", "futimesat", "setxattr", "lsetxattr", "fsetxattr",
+            "removexattr", "lremovexattr", "fremovexattr", "setxattrat", "removexattrat",
+            "setpriority", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
+            "ioprio_set")
+#: fcntl commands that would have the kernel signal another process (SIGIO to an owner)
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
 _X32_BIT = 0x40000000  # x86-64's x32 ABI: call numbers with this bit set
 
 
@@ -91,10 +115,9 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def _filter(arch: int, nr: dict[str, int], pid: int) -> list[bytes]:
-    """The BPF program: refuse every call of another ABI (32-bit ``int 0x80``, x32), process
-    creation, exec, limit changes, ptrace, other processes' memory, signals by any other
-    route than kill and tgkill, sockets and io_uring; allow clone only for threads, kill and
-    tgkill only towards this process; allow the rest."""
+    """The BPF program: refuse every call of another ABI (32-bit ``int 0x80``, x32) and those
+    of :data:`_REFUSED`; allow clone only for threads, kill and tgkill only towards this
+    process, fcntl but for setting a SIGIO owner; allow the rest."""
     eperm, enosys = _ERRNO | errno.EPERM, _ERRNO | errno.ENOSYS
     prog = [_ins(_LD_W_ABS, 0, 0, 4), _ins(_JEQ, 1, 0, arch), _ins(_RET, 0, 0, eperm),  # other ABIs: refuse
             _ins(_LD_W_ABS, 0, 0, 0),                                                    # the call's number
@@ -104,14 +127,18 @@ def _filter(arch: int, nr: dict[str, int], pid: int) -> list[bytes]:
     for name, ret in refused.items():
         if name in nr:
             prog += [_ins(_JEQ, 0, 1, nr[name]), _ins(_RET, 0, 0, ret)]
+    allow = _ins(_RET, 0, 0, _ALLOW)
     # clone: only with CLONE_THREAD in its flags (the first argument, at offset 16)
-    prog += [_ins(_JEQ, 0, 3, nr["clone"]), _ins(_LD_W_ABS, 0, 0, 16), _ins(_JSET, 1, 0, _CLONE_THREAD),
-             _ins(_RET, 0, 0, eperm)]
+    prog += [_ins(_JEQ, 0, 4, nr["clone"]), _ins(_LD_W_ABS, 0, 0, 16), _ins(_JSET, 1, 0, _CLONE_THREAD),
+             _ins(_RET, 0, 0, eperm), allow]
     # kill(pid, sig) and tgkill(tgid, tid, sig): only towards this process
     for name in ("kill", "tgkill"):
-        prog += [_ins(_JEQ, 0, 3, nr[name]), _ins(_LD_W_ABS, 0, 0, 16), _ins(_JEQ, 1, 0, pid),
-                 _ins(_RET, 0, 0, eperm)]
-    return prog + [_ins(_RET, 0, 0, _ALLOW)]
+        prog += [_ins(_JEQ, 0, 4, nr[name]), _ins(_LD_W_ABS, 0, 0, 16), _ins(_JEQ, 1, 0, pid),
+                 _ins(_RET, 0, 0, eperm), allow]
+    # fcntl(fd, cmd, ...): no owner for SIGIO (the second argument, at offset 24)
+    prog += [_ins(_JEQ, 0, 6, nr["fcntl"]), _ins(_LD_W_ABS, 0, 0, 24), _ins(_JEQ, 3, 0, _F_SETOWN),
+             _ins(_JEQ, 2, 0, _F_SETSIG), _ins(_JEQ, 1, 0, _F_SETOWN_EX), allow, _ins(_RET, 0, 0, eperm)]
+    return prog + [allow]
 
 
 class _SockFprog(ctypes.Structure):
@@ -212,6 +239,23 @@ def confine_files(read: list[str], write: list[str]) -> bool:
         os.close(ruleset)
 
 
+_PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_capabilities() -> None:
+    """Leave this process no capability, nor any way to regain one: run by root, it is then an
+    ordinary user towards files it does not own and towards the system (no immutable flags,
+    host name, mounts, reboot, ...)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):  # the bounding set (a number past the last capability: EINVAL, ignored)
+        libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = ctypes.create_string_buffer(struct.pack("=Ii", _CAPABILITY_VERSION_3, 0))  # this process
+    data = ctypes.create_string_buffer(24)  # effective, permitted, inheritable: all 0, for both 32-bit halves
+    libc.capset(header, data)
+
+
 def confine(limits: Limits) -> bool:
     """Limit this process (memory, CPU, file size), make it non-dumpable and forbid it new
     processes (see the module's docstring). Irreversible. Returns whether the seccomp filter
@@ -222,6 +266,8 @@ def confine(limits: Limits) -> bool:
         hard = resource.getrlimit(which)[1]
         value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (value, value))
+    if sys.platform == "linux":
+        _drop_capabilities()
     return _install_filter()
 
 

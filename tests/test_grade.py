@@ -289,22 +289,39 @@ if platform.machine() == "x86_64":  # getpid by the 32-bit ABI: mov eax, 20; int
     print("int 0x80", "refused" if r == -1 else f"returned {r}")
     r = libc.syscall(ctypes.c_long(39 | 0x40000000))
     print("x32", "refused" if r == -1 and ctypes.get_errno() == 1 else f"returned {r}")
+import fcntl
+for what, act in [("F_SETOWN", lambda: fcntl.fcntl(os.pipe()[0], fcntl.F_SETOWN, os.getppid())),
+                  ("chmod", lambda: os.chmod(sys.argv[2], 0o666)),
+                  ("utime", lambda: os.utime(sys.argv[2], (0, 0))),
+                  ("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)),
+                  ("sched_setaffinity", lambda: os.sched_setaffinity(os.getppid(), {0}))]:
+    try:
+        act()
+        print(what, "done")
+    except PermissionError:
+        print(what, "refused")
+caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapEff", "CapPrm", "CapBnd"))]
+print("capabilities", "refused" if set(caps) == {"0" * 16} else f"kept {caps}")
 thread = threading.Thread(target=print, args=("a thread runs",))
 thread.start()
 thread.join()
 """
 
 
-def test_the_filter_refuses_every_other_route_to_another_process_or_the_network():
-    """Signals by sigqueue or pidfd, another process's memory, io_uring, sockets, and any call
-    of another ABI (32-bit int 0x80, x32, which once let a fork outlive the grading): refused;
-    threads still run."""
-    r = subprocess.run([sys.executable, "-c", FILTERED, str(Path(sandbox.__file__).parent)],
+def test_the_filter_refuses_every_other_route_to_another_process_or_the_network(tmp_path):
+    """Signals by sigqueue, pidfd or a SIGIO owner, another process's memory, priority or CPUs,
+    io_uring, sockets, a file's mode or times, any call of another ABI (32-bit int 0x80, x32,
+    which once let a fork outlive the grading), and every capability: refused; threads run."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("")
+    victim.chmod(0o600)
+    r = subprocess.run([sys.executable, "-c", FILTERED, str(Path(sandbox.__file__).parent), str(victim)],
                        capture_output=True, text=True, timeout=60)
     lines = r.stdout.splitlines()
     assert r.returncode == 0 and "a thread runs" in lines, r.stdout + r.stderr
     checks = [line for line in lines if line != "a thread runs"]
-    assert len(checks) >= 5 and all(line.endswith(" refused") for line in checks), r.stdout
+    assert len(checks) >= 11 and all(line.endswith(" refused") for line in checks), r.stdout
+    assert victim.stat().st_mode & 0o777 == 0o600
 
 
 def test_points_come_from_points_ini_with_defaults(tmp_path):
