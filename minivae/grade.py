@@ -17,10 +17,10 @@ in its own process, only the outputs of the cases count, and those are compared
 elsewhere. A syntax error, a crash or ``sys.exit`` at import, an endless loop, a huge
 allocation, a fork loop or a flood of output costs the tasks it breaks, with the reason
 in the report. Where the kernel offers Landlock (Linux 5.13 and later), a task process
-reads only the student's modules, the Python standard library and NumPy, and writes only
-its own folder: it cannot read the reference solution, whoever runs the grader. Elsewhere
-it can read what the grading user can; :func:`reference_exposure` says so, and so does the
-command line.
+reads only the student's modules, the Python standard library, NumPy and threadpoolctl,
+and writes only its own folder: it cannot read the reference solution, whoever runs the
+grader. Elsewhere it can read what the grading user can; :func:`reference_exposure` says
+so, and so does the command line.
 
 Points per task come from ``points.ini`` beside this module; within a task every case
 is worth the same. Reports: Gradescope's ``results.json`` and a readable summary.
@@ -293,6 +293,10 @@ def _child_file(path: Path, limit: int) -> bytes:
     return data
 
 
+#: .npy format version -> its header's reader (np.savez writes 1.0, or 2.0 for a huge header)
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _read_outputs(data: bytes) -> dict[str, np.ndarray]:
     """The arrays of an ``outputs.npz``, refusing what ``np.savez`` does not write: only
     uncompressed ``.npy`` members (no decompression bombs), no object arrays, and each
@@ -304,10 +308,9 @@ def _read_outputs(data: bytes) -> dict[str, np.ndarray]:
                 raise ValueError(f"{info.filename}: not an uncompressed .npy member")
             member = io.BytesIO(archive.read(info))
             version = np.lib.format.read_magic(member)
-            header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in header:
+            if version not in _NPY_HEADERS:
                 raise ValueError(f"{info.filename}: .npy version {version}")
-            shape, _, dtype = header[version](member)
+            shape, _, dtype = _NPY_HEADERS[version](member)
             if dtype.hasobject or math.prod(shape) * dtype.itemsize > len(member.getbuffer()) - member.tell():
                 raise ValueError(f"{info.filename}: its header declares more data than it holds")
             member.seek(0)

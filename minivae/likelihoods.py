@@ -93,7 +93,7 @@ _BERNOULLI = (bernoulli_forward, bernoulli_backward)  # the pair the registry's 
 
 def bernoulli_forward_in_buffers(x: np.ndarray, logits: np.ndarray):
     """:func:`bernoulli_forward`'s arithmetic, operation for operation, written into two arrays
-    instead of a fresh temporary per operation: the same bits (tests/test_likelihoods.py holds
+    and one temporary instead of a fresh array per operation: the same bits (tests/test_likelihoods.py holds
     them equal), a sixth less time for the pair at batch 512 (memory bound: every pass streams it)."""
     if not _one_shape_one_dtype(x, logits):
         return bernoulli_forward(x, logits)

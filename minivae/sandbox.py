@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import resource
@@ -110,6 +111,12 @@ _F_SETOWN, _F_SETSIG, _F_SETOWN_EX = 8, 10, 15
 _X32_BIT = 0x40000000  # x86-64's x32 ABI: call numbers with this bit set
 
 
+@functools.lru_cache(maxsize=None)
+def _libc() -> ctypes.CDLL:
+    """The C library, errno kept for ctypes.get_errno()."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
@@ -150,7 +157,7 @@ def _install_filter() -> bool:
     if sys.platform != "linux" or arch is None:
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         prog = _filter(arch[0], arch[1], os.getpid())
         fprog = _SockFprog(len(prog), b"".join(prog))
         if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 or libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -171,19 +178,24 @@ _FS_WRITE = (_FS_ALL_V1 & ~_FS_EXECUTE & ~_FS_MAKE_SYM) | _FS_TRUNCATE  # all bu
 
 
 def _syscall(*args) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     libc.syscall.restype = ctypes.c_long
     return libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
 
 
+def _landlock_abi() -> int:
+    """The kernel's Landlock version, 0 if it has none (or is not Linux)."""
+    if sys.platform != "linux":
+        return 0
+    try:
+        return max(0, _syscall(_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_VERSION))
+    except (OSError, AttributeError):
+        return 0
+
+
 def files_confinable() -> bool:
     """Whether this kernel lets :func:`confine_files` limit what a process may open (Landlock)."""
-    if sys.platform != "linux":
-        return False
-    try:
-        return _syscall(_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_VERSION) >= 1
-    except (OSError, AttributeError):
-        return False
+    return _landlock_abi() >= 1
 
 
 def below(roots: list[str], closed: list[str]) -> list[str]:
@@ -212,9 +224,9 @@ def confine_files(read: list[str], write: list[str]) -> bool:
     """From now on this process may read (and map as code) only files below the folders in
     ``read``, and create, write and delete only below those in ``write``; it makes no symbolic
     links. Irreversible. Files already open stay open. Returns whether the kernel applied it."""
-    if not files_confinable():
+    abi = _landlock_abi()
+    if abi < 1:
         return False
-    abi = _syscall(_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_VERSION)
     handled = _FS_ALL_V1 | (_FS_REFER if abi >= 2 else 0) | (_FS_TRUNCATE if abi >= 3 else 0)
     ruleset = _syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(ctypes.c_uint64(handled)), 8, 0)
     if ruleset < 0:
@@ -231,8 +243,7 @@ def confine_files(read: list[str], write: list[str]) -> bool:
                         return False
                 finally:
                     os.close(fd)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             return False
         return _syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0) == 0
     finally:
@@ -247,7 +258,7 @@ def _drop_capabilities() -> None:
     """Leave this process no capability, nor any way to regain one: run by root, it is then an
     ordinary user towards files it does not own and towards the system (no immutable flags,
     host name, mounts, reboot, ...)."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc()
     for cap in range(64):  # the bounding set (a number past the last capability: EINVAL, ignored)
         libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
@@ -257,9 +268,9 @@ def _drop_capabilities() -> None:
 
 
 def confine(limits: Limits) -> bool:
-    """Limit this process (memory, CPU, file size), make it non-dumpable and forbid it new
-    processes (see the module's docstring). Irreversible. Returns whether the seccomp filter
-    is active."""
+    """Limit this process (memory, CPU, file size), drop its capabilities, make it non-dumpable
+    and install the seccomp filter (see the module's docstring). Irreversible. Returns whether
+    the filter is active."""
     cpu = max(1, int(limits.seconds) + 1)
     for which, value in ((resource.RLIMIT_AS, limits.memory), (resource.RLIMIT_CPU, cpu),
                          (resource.RLIMIT_FSIZE, limits.output), (resource.RLIMIT_CORE, 0)):
